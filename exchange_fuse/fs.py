@@ -1,0 +1,303 @@
+"""The FUSE operations: a thin layer over the namespace and the content service.
+
+Every handler runs under ``_errors``, the one place where failures become errno values:
+an exception other than ``FUSEError`` escaping a pyfuse3 handler would leave the kernel
+request unanswered and end ``pyfuse3.main()``, taking the mount down.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import stat
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar
+
+import pyfuse3
+import trio
+
+from . import graph
+from .content import ContentHandle, ContentService
+from .tree import DirectoryNode, FileNode, Namespace, NamespaceError, NoSuchEntry, NotADirectory
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_BLOCK = 512
+_IO_BLOCK = 128 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class FsOptions:
+    uid: int
+    gid: int
+    umask: int = 0o022
+    read_only: bool = False
+    # How long the kernel may trust names and exact attributes. Entries stay valid for a
+    # poll interval; the poller invalidates what changes sooner.
+    entry_timeout: float = 60.0
+    attr_timeout: float = 60.0
+    # Upper bound on any single operation that waits for Graph.
+    operation_timeout: float = 120.0
+
+
+def errno_for(exc: BaseException) -> int:
+    """The errno a user should see for a failure below the filesystem layer."""
+    match exc:
+        case NoSuchEntry() | graph.NotFoundError():
+            return errno.ENOENT
+        case NotADirectory():
+            return errno.ENOTDIR
+        case graph.AccessDeniedError() | graph.MailboxUnavailableError():
+            return errno.EACCES
+        case OSError() if exc.errno:
+            return exc.errno
+        case _:
+            return errno.EIO
+
+
+def _errors(handler: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Turn every failure of a handler into a FUSEError, logging what the user cannot see."""
+
+    @functools.wraps(handler)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await handler(*args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except (NamespaceError, graph.NotFoundError) as exc:
+            log.debug("%s: %r", handler.__name__, exc)
+            raise pyfuse3.FUSEError(errno_for(exc)) from None
+        except trio.TooSlowError:
+            log.warning("%s: no answer from Graph in time, answering EIO", handler.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+        except graph.GraphError as exc:
+            log.warning("%s failed: %s", handler.__name__, exc)
+            raise pyfuse3.FUSEError(errno_for(exc)) from None
+        except Exception:
+            log.exception("unexpected error in %s", handler.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper
+
+
+class MailFilesystem(pyfuse3.Operations):
+    """Mail folders as directories, attachments as read-only files."""
+
+    supports_dot_lookup = True
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(self, namespace: Namespace, content: ContentService, options: FsOptions) -> None:
+        super().__init__()
+        self.namespace = namespace
+        self.content = content
+        self.options = options
+        self._listings: dict[int, Sequence[tuple[str, DirectoryNode | FileNode]]] = {}
+        self._handles: dict[int, ContentHandle] = {}
+        self._next_handle = 1
+        self._refused: set[str] = set()
+
+    # -- attributes -----------------------------------------------------------------------
+
+    def _attributes(self, node: DirectoryNode | FileNode) -> pyfuse3.EntryAttributes:
+        attrs = pyfuse3.EntryAttributes()
+        attrs.st_ino = node.inode
+        attrs.generation = 0
+        attrs.st_uid = self.options.uid
+        attrs.st_gid = self.options.gid
+        attrs.st_blksize = _IO_BLOCK
+        attrs.entry_timeout = self.options.entry_timeout
+        attrs.attr_timeout = self.options.attr_timeout
+        writable = 0 if self.options.read_only else 0o200
+        if isinstance(node, DirectoryNode):
+            attrs.st_mode = stat.S_IFDIR | ((0o555 | writable) & ~self.options.umask)
+            attrs.st_nlink = 2 + len(node.subfolders)
+            attrs.st_size = 4096
+            mtime = node.mtime
+        else:
+            attrs.st_mode = stat.S_IFREG | (0o444 & ~self.options.umask)
+            attrs.st_nlink = 1
+            size = self.content.known_size(node)
+            if size is None:
+                # Graph's size is only an estimate: never let the kernel keep it. With a zero
+                # timeout every stat and read asks getattr, which learns the real length.
+                size = node.attachment.size_estimate
+                attrs.attr_timeout = 0
+            attrs.st_size = size
+            mtime = node.mtime
+        attrs.st_blocks = -(-attrs.st_size // _BLOCK)
+        ns = int(mtime * 1e9)
+        attrs.st_atime_ns = attrs.st_mtime_ns = attrs.st_ctime_ns = ns
+        return attrs
+
+    async def _exact_attributes(self, node: DirectoryNode | FileNode) -> pyfuse3.EntryAttributes:
+        if isinstance(node, FileNode) and self.content.known_size(node) is None:
+            with trio.fail_after(self.options.operation_timeout):
+                await self.content.exact_size(node)
+        return self._attributes(node)
+
+    @_errors
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return await self._exact_attributes(self.namespace.get(inode))
+
+    @_errors
+    async def lookup(
+        self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        with trio.fail_after(self.options.operation_timeout):
+            node = await self.namespace.lookup(parent_inode, os.fsdecode(name))
+        attrs = self._attributes(node)
+        if name not in (b".", b".."):
+            self.namespace.remember(node.inode)
+        return attrs
+
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        # forget() may raise nothing at all.
+        try:
+            for inode, count in inode_list:
+                self.namespace.forget(inode, count)
+        except Exception:
+            log.exception("unexpected error in forget")
+
+    # -- directories ----------------------------------------------------------------------
+
+    @_errors
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        # A snapshot per open directory keeps offsets meaningful while the folder changes.
+        with trio.fail_after(self.options.operation_timeout):
+            listing = await self.namespace.entries(inode)
+        handle = self._new_handle()
+        self._listings[handle] = listing
+        return handle
+
+    @_errors
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        listing = self._listings[fh]
+        for index in range(start_id, len(listing)):
+            name, node = listing[index]
+            if not pyfuse3.readdir_reply(
+                token, os.fsencode(name), self._attributes(node), index + 1
+            ):
+                return
+            self.namespace.remember(node.inode)
+
+    @_errors
+    async def releasedir(self, fh: int) -> None:
+        self._listings.pop(fh, None)
+
+    # -- files ----------------------------------------------------------------------------
+
+    @_errors
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        node = self.namespace.get(inode)
+        if not isinstance(node, FileNode):
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        if flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC:
+            raise pyfuse3.FUSEError(self._refuse("write"))
+        # Learn the exact size before the first read, so the kernel never reads to an estimate.
+        with trio.fail_after(self.options.operation_timeout):
+            await self.content.exact_size(node)
+        handle = self._new_handle()
+        self._handles[handle] = self.content.open(node)
+        return pyfuse3.FileInfo(fh=handle, keep_cache=True)
+
+    @_errors
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        handle = self._handles[fh]
+        with trio.fail_after(self.options.operation_timeout):
+            return await handle.read(off, size)
+
+    @_errors
+    async def release(self, fh: int) -> None:
+        handle = self._handles.pop(fh, None)
+        if handle is not None:
+            handle.close()
+
+    def _new_handle(self) -> int:
+        handle = self._next_handle
+        self._next_handle += 1
+        return handle
+
+    # -- what is not supported ------------------------------------------------------------
+
+    def _refuse(self, operation: str) -> int:
+        """The errno for a change the mount does not make; logged once per kind."""
+        if operation not in self._refused:
+            self._refused.add(operation)
+            log.info("refusing %s: attachments and folders cannot be changed that way", operation)
+        return errno.EROFS if self.options.read_only else errno.EPERM
+
+    @_errors
+    async def setattr(
+        self,
+        inode: int,
+        attr: pyfuse3.EntryAttributes,
+        fields: pyfuse3.SetattrFields,
+        fh: int | None,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
+        raise pyfuse3.FUSEError(self._refuse("setattr"))
+
+    @_errors
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any) -> Any:
+        raise pyfuse3.FUSEError(self._refuse("create"))
+
+    @_errors
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any) -> Any:
+        raise pyfuse3.FUSEError(self._refuse("mknod"))
+
+    @_errors
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> Any:
+        raise pyfuse3.FUSEError(self._refuse("mkdir"))
+
+    @_errors
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        raise pyfuse3.FUSEError(self._refuse("rmdir"))
+
+    @_errors
+    async def rename(
+        self,
+        parent_inode_old: int,
+        name_old: bytes,
+        parent_inode_new: int,
+        name_new: bytes,
+        flags: int,
+        ctx: Any,
+    ) -> None:
+        raise pyfuse3.FUSEError(self._refuse("rename"))
+
+    @_errors
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any) -> Any:
+        raise pyfuse3.FUSEError(self._refuse("symlink"))
+
+    @_errors
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any) -> Any:
+        raise pyfuse3.FUSEError(self._refuse("link"))
+
+    @_errors
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        raise pyfuse3.FUSEError(self._refuse("write"))
+
+    @_errors
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
+        raise pyfuse3.FUSEError(self._refuse("setxattr"))
+
+    @_errors
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        data = pyfuse3.StatvfsData()
+        directories, files = self.namespace.counts()
+        used = self.content.cache.used_bytes
+        data.f_bsize = _IO_BLOCK
+        data.f_frsize = _BLOCK
+        data.f_blocks = -(-max(used, self.content.cache.max_bytes) // _BLOCK)
+        data.f_bfree = data.f_bavail = 0
+        data.f_files = directories + files
+        data.f_ffree = data.f_favail = 0
+        data.f_namemax = 255
+        return data

@@ -1,0 +1,217 @@
+"""Start-up and shutdown of a mount: build the layers, mount, serve, unmount.
+
+Everything that can fail because of the user's setup (credentials, consent, access policy,
+mailbox, mountpoint, FUSE itself) is checked before the kernel mount exists, and reported as
+a ``StartupError`` with one sentence that says what to fix.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from . import auth, graph
+from .cache import ContentCache
+from .config import Config
+from .content import ContentService
+from .fs import FsOptions, MailFilesystem
+from .mail import MailboxAddress
+from .tree import Namespace, NamespaceOptions
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """The mount cannot start; the message tells the user what to fix."""
+
+
+def check_mountpoint(mountpoint: Path) -> None:
+    """Refuse a missing, busy or unusable mountpoint; clear a dead mount left by a crash."""
+    try:
+        os.stat(mountpoint)
+    except FileNotFoundError:
+        raise StartupError(f"mountpoint {mountpoint} does not exist: create it first") from None
+    except OSError as exc:
+        if exc.errno != errno.ENOTCONN:
+            raise StartupError(f"mountpoint {mountpoint}: {exc.strerror}") from None
+        # "Transport endpoint is not connected": a mount whose daemon died.
+        log.warning("clearing the dead mount left at %s", mountpoint)
+        unmount(mountpoint)
+    if not mountpoint.is_dir():
+        raise StartupError(f"mountpoint {mountpoint} is not a directory")
+    if is_mounted(mountpoint):
+        raise StartupError(
+            f"{mountpoint} is already mounted: unmount it first (fusermount3 -u {mountpoint})"
+        )
+    if not os.path.exists("/dev/fuse"):
+        raise StartupError("FUSE is not available: /dev/fuse is missing (modprobe fuse)")
+    if os.geteuid() != 0 and shutil.which("fusermount3") is None:
+        raise StartupError("fusermount3 is not installed: install the fuse3 package")
+
+
+def is_mounted(mountpoint: Path) -> bool:
+    """Whether something is mounted exactly at mountpoint (alive or dead)."""
+    target = os.path.realpath(mountpoint)
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as mounts:
+            for line in mounts:
+                field = line.split()[4]
+                # mountinfo escapes spaces and other odd characters as octal.
+                path = field.encode().decode("unicode_escape")
+                if path == target:
+                    return True
+    except OSError:
+        return False
+    return False
+
+
+def unmount(mountpoint: Path) -> None:
+    """Lazily unmount mountpoint, as root or through fusermount3."""
+    command = ["fusermount3", "-u", "-z", str(mountpoint)]
+    if os.geteuid() == 0 and shutil.which("umount"):
+        command = ["umount", "-l", str(mountpoint)]
+    subprocess.run(command, check=False, capture_output=True)
+
+
+def explain(exc: BaseException, mailbox: str | None = None) -> str:
+    """One sentence for a start-up failure, saying what to fix."""
+    where = f"mailbox {mailbox}" if mailbox else "Graph"
+    match exc:
+        case auth.AuthError():
+            return f"sign-in failed: {exc.hint}"
+        case graph.AccessDeniedError():
+            return (
+                f"{where}: access denied ({exc.code}). Check that the app has the Mail.ReadWrite "
+                "application permission with admin consent, and that no Exchange application "
+                "access policy excludes this mailbox"
+            )
+        case graph.MailboxUnavailableError() | graph.NotFoundError():
+            return (
+                f"{where}: not found or not an Exchange Online mailbox ({exc.code}); check the "
+                "address"
+            )
+        case graph.GraphError():
+            return f"{where}: Graph answered {exc.status} {exc.code or ''}: {exc.message}"
+        case _:
+            return f"{where}: {exc}"
+
+
+async def serve(config: Config, *, on_ready: Callable[[], None] | None = None) -> None:
+    """Mount, serve until SIGINT/SIGTERM or an outside unmount, then unmount cleanly."""
+    check_mountpoint(config.mountpoint)
+    credential = auth.ClientSecret(config.client_secret)
+    tokens = auth.TokenProvider(
+        authority_url=config.authority_url,
+        tenant_id=config.tenant,
+        client_id=config.client_id,
+        credential=credential,
+        scope=config.scope,
+        ca_bundle=str(config.ca_bundle) if config.ca_bundle else None,
+        proxy=config.proxy,
+    )
+    ca_bundle = str(config.ca_bundle) if config.ca_bundle else None
+    async with graph.GraphClient(
+        config.graph_url, tokens, ca_bundle=ca_bundle, proxy=config.proxy
+    ) as client:
+        mailboxes = [MailboxAddress(address) for address in config.mailboxes]
+        namespace = Namespace(
+            client,
+            mailboxes,
+            NamespaceOptions(
+                show_inline=config.inline,
+                include_hidden_folders=config.hidden_folders,
+                include=config.include,
+                exclude=config.exclude,
+                exclude_folders=config.exclude_folder,
+                name_template=config.name_template,
+                linger=config.poll_interval,
+            ),
+        )
+        try:
+            await tokens.token()
+        except auth.AuthError as exc:
+            raise StartupError(explain(exc)) from None
+        for mailbox in mailboxes:
+            try:
+                await namespace.load_mailbox(mailbox)
+            except (graph.GraphError, auth.AuthError) as exc:
+                raise StartupError(explain(exc, mailbox)) from None
+
+        cache = ContentCache(_cache_directory(config), config.cache_max_size)
+        content = ContentService(client, cache)
+        filesystem = MailFilesystem(
+            namespace,
+            content,
+            FsOptions(
+                uid=config.uid,
+                gid=config.gid,
+                umask=config.umask,
+                read_only=config.read_only,
+                entry_timeout=config.poll_interval,
+                attr_timeout=config.poll_interval,
+                operation_timeout=config.timeout,
+            ),
+        )
+        await _serve_filesystem(config, filesystem, content, on_ready)
+
+
+async def _serve_filesystem(
+    config: Config,
+    filesystem: MailFilesystem,
+    content: ContentService,
+    on_ready: Callable[[], None] | None,
+) -> None:
+    options = set(pyfuse3.default_options)
+    options |= {f"fsname=exchange-fuse:{config.mailboxes[0]}", "subtype=exchange-fuse"}
+    if config.read_only:
+        options.add("ro")
+    if config.allow_other:
+        options.add("allow_other")
+    try:
+        pyfuse3.init(filesystem, str(config.mountpoint), options)
+    except RuntimeError as exc:
+        raise StartupError(f"cannot mount at {config.mountpoint}: {exc}") from None
+    log.info("mounted %s at %s", ", ".join(config.mailboxes), config.mountpoint)
+
+    unmounted = False
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(content.run)
+            nursery.start_soon(_handle_signals)
+            nursery.start_soon(_announce_ready, config.mountpoint, on_ready)
+            await pyfuse3.main()
+            nursery.cancel_scope.cancel()
+        unmounted = True
+    finally:
+        # Lazy unmount: a process still inside the mount does not keep it alive.
+        pyfuse3.close(unmount=True)
+        log.info("unmounted %s%s", config.mountpoint, "" if unmounted else " after an error")
+
+
+async def _announce_ready(mountpoint: Path, on_ready: Callable[[], None] | None) -> None:
+    # A stat through the kernel proves the mount answers before anyone is told it is ready.
+    await trio.to_thread.run_sync(os.stat, mountpoint)
+    if on_ready is not None:
+        on_ready()
+
+
+async def _handle_signals() -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("received %s, unmounting", signal.Signals(signum).name)
+            pyfuse3.terminate()
+
+
+def _cache_directory(config: Config) -> Path:
+    # One subdirectory per mountpoint, so two mounts never share partial downloads.
+    name = str(config.mountpoint.resolve()).strip("/").replace("/", "_") or "root"
+    return config.cache_dir / name
