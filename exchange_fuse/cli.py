@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import trio
 
@@ -200,7 +200,12 @@ def _report_failure(ready_fd: int | None, message: str) -> None:
 class _JournalFormatter(logging.Formatter):
     """Priority prefixes the journal understands; it adds its own timestamps."""
 
-    _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3}
+    _PRIORITY: ClassVar[dict[int, int]] = {
+        logging.DEBUG: 7,
+        logging.INFO: 6,
+        logging.WARNING: 4,
+        logging.ERROR: 3,
+    }
 
     def format(self, record: logging.LogRecord) -> str:
         priority = self._PRIORITY.get(record.levelno, 2)

@@ -537,11 +537,11 @@ class Namespace:
             return
         self._lookups.pop(inode, None)
         node = self._nodes.get(inode)
-        if isinstance(node, FileNode) and node.parent.files is not None:
-            if node.parent.files.get(node.name) is not node:
-                # Gone from the listing and unknown to the kernel: drop it, keep its inode
-                # number reserved for the attachment's key.
-                del self._nodes[inode]
+        listed = isinstance(node, FileNode) and node.parent.files is not None
+        if listed and node.parent.files.get(node.name) is not node:  # type: ignore[union-attr]
+            # Gone from the listing and unknown to the kernel: drop it, keep its inode
+            # number reserved for the attachment's key.
+            del self._nodes[inode]
 
     def lookup_count(self, inode: int) -> int:
         return self._lookups.get(inode, 0)
