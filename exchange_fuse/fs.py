@@ -21,6 +21,7 @@ import trio
 
 from . import graph
 from .content import ContentHandle, ContentService
+from .removal import Remover
 from .tree import DirectoryNode, FileNode, Namespace, NamespaceError, NoSuchEntry, NotADirectory
 
 log = logging.getLogger(__name__)
@@ -93,10 +94,17 @@ class MailFilesystem(pyfuse3.Operations):
     enable_writeback_cache = False
     enable_acl = False
 
-    def __init__(self, namespace: Namespace, content: ContentService, options: FsOptions) -> None:
+    def __init__(
+        self,
+        namespace: Namespace,
+        content: ContentService,
+        remover: Remover,
+        options: FsOptions,
+    ) -> None:
         super().__init__()
         self.namespace = namespace
         self.content = content
+        self.remover = remover
         self.options = options
         self._listings: dict[int, Sequence[tuple[str, DirectoryNode | FileNode]]] = {}
         self._handles: dict[int, ContentHandle] = {}
@@ -223,6 +231,16 @@ class MailFilesystem(pyfuse3.Operations):
         handle = self._next_handle
         self._next_handle += 1
         return handle
+
+    @_errors
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        if self.options.read_only:
+            raise pyfuse3.FUSEError(errno.EROFS)
+        with trio.fail_after(self.options.operation_timeout):
+            node = await self.namespace.lookup(parent_inode, os.fsdecode(name))
+            if isinstance(node, DirectoryNode):
+                raise pyfuse3.FUSEError(errno.EISDIR)
+            await self.remover.remove(node)
 
     # -- what is not supported ------------------------------------------------------------
 

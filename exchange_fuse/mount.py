@@ -25,6 +25,7 @@ from .config import Config
 from .content import ContentService
 from .fs import FsOptions, MailFilesystem
 from .mail import MailboxAddress
+from .removal import EmptyMessagePolicy, Remover
 from .tree import Namespace, NamespaceOptions
 
 log = logging.getLogger(__name__)
@@ -146,11 +147,13 @@ async def serve(config: Config, *, on_ready: Callable[[], None] | None = None) -
             except (graph.GraphError, auth.AuthError) as exc:
                 raise StartupError(explain(exc, mailbox)) from None
 
+        policy = _empty_message_policy(config, namespace)
         cache = ContentCache(_cache_directory(config), config.cache_max_size)
         content = ContentService(client, cache)
         filesystem = MailFilesystem(
             namespace,
             content,
+            Remover(client, namespace, content, policy),
             FsOptions(
                 uid=config.uid,
                 gid=config.gid,
@@ -209,6 +212,24 @@ async def _handle_signals() -> None:
         async for signum in signals:
             log.info("received %s, unmounting", signal.Signals(signum).name)
             pyfuse3.terminate()
+
+
+def _empty_message_policy(config: Config, namespace: Namespace) -> EmptyMessagePolicy:
+    policy = EmptyMessagePolicy.parse(config.on_empty_message)
+    if policy.action != "move":
+        return policy
+    assert policy.destination is not None
+    destinations = {}
+    for address in config.mailboxes:
+        mailbox = MailboxAddress(address)
+        folder = namespace.folder_by_path(mailbox, policy.destination)
+        if folder is None or folder.folder is None:
+            raise StartupError(
+                f"on_empty_message: mailbox {address} has no folder {policy.destination!r} "
+                "to move emptied messages to"
+            )
+        destinations[mailbox] = folder.folder.id
+    return EmptyMessagePolicy("move", policy.destination, destinations)
 
 
 def _cache_directory(config: Config) -> Path:

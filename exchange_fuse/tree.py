@@ -447,6 +447,19 @@ class Namespace:
         self._nodes[inode] = node
         return node
 
+    def remove_file(self, file: FileNode) -> None:
+        """Drop a file the user removed: gone from listings and lookups at once."""
+        directory = file.parent
+        if directory.files is not None and directory.files.get(file.name) is file:
+            del directory.files[file.name]
+            directory.retired[file.name] = file.inode
+            directory.mtime = time.time()
+        directory.lingering.pop(file.name, None)
+
+    def shows(self, attachment: AttachmentRecord) -> bool:
+        """Whether the mount lists attachments like this one (inline ones only on request)."""
+        return self.options.show_inline or not attachment.is_inline
+
     # -- queries --------------------------------------------------------------------------
 
     def get(self, inode: int) -> Node:
@@ -468,6 +481,23 @@ class Namespace:
             if node.mailbox == mailbox:
                 return node
         raise NoSuchEntry(mailbox)
+
+    def folder_by_path(self, mailbox: MailboxAddress, path: str) -> DirectoryNode | None:
+        """A mail folder by its display-name path, such as "Inbox/Processed"."""
+        directory = self.mailbox_directory(mailbox)
+        for part in path.strip("/").split("/"):
+            directory_or_none = next(
+                (
+                    node
+                    for node in directory.subfolders.values()
+                    if node.folder is not None and node.folder.display_name == part
+                ),
+                None,
+            )
+            if directory_or_none is None:
+                return None
+            directory = directory_or_none
+        return directory
 
     async def lookup(self, parent_inode: int, name: str) -> Node:
         directory = self.directory(parent_inode)
