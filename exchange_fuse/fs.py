@@ -319,3 +319,30 @@ class MailFilesystem(pyfuse3.Operations):
         data.f_ffree = data.f_favail = 0
         data.f_namemax = 255
         return data
+
+
+class KernelInvalidator:
+    """Drops kernel caches through pyfuse3, off the trio thread.
+
+    pyfuse3's notify calls are synchronous and wait for kernel locks that a request being
+    handled on the trio thread may hold; run in a worker thread they cannot deadlock it.
+    """
+
+    def __init__(self) -> None:
+        self._limiter = trio.CapacityLimiter(1)
+
+    async def entry_gone(self, parent_inode: int, name: str) -> None:
+        await self._notify(pyfuse3.invalidate_entry, parent_inode, os.fsencode(name))
+
+    async def attributes_changed(self, inode: int) -> None:
+        await self._notify(pyfuse3.invalidate_inode, inode, True)
+
+    async def _notify(self, call: Callable[..., None], *args: Any) -> None:
+        try:
+            await trio.to_thread.run_sync(
+                call, *args, abandon_on_cancel=True, limiter=self._limiter
+            )
+        except FileNotFoundError:
+            pass  # the kernel had nothing cached for it
+        except OSError as exc:
+            log.debug("kernel invalidation %s%r failed: %s", call.__name__, args, exc)

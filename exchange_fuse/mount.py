@@ -23,9 +23,10 @@ from . import auth, graph
 from .cache import ContentCache
 from .config import Config
 from .content import ContentService
-from .fs import FsOptions, MailFilesystem
+from .fs import FsOptions, KernelInvalidator, MailFilesystem
 from .mail import MailboxAddress
 from .removal import EmptyMessagePolicy, Remover
+from .sync import Poller
 from .tree import Namespace, NamespaceOptions
 
 log = logging.getLogger(__name__)
@@ -164,13 +165,15 @@ async def serve(config: Config, *, on_ready: Callable[[], None] | None = None) -
                 operation_timeout=config.timeout,
             ),
         )
-        await _serve_filesystem(config, filesystem, content, on_ready)
+        poller = Poller(client, namespace, KernelInvalidator(), config.poll_interval)
+        await _serve_filesystem(config, filesystem, content, poller, on_ready)
 
 
 async def _serve_filesystem(
     config: Config,
     filesystem: MailFilesystem,
     content: ContentService,
+    poller: Poller,
     on_ready: Callable[[], None] | None,
 ) -> None:
     options = set(pyfuse3.default_options)
@@ -189,7 +192,8 @@ async def _serve_filesystem(
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(content.run)
-            nursery.start_soon(_handle_signals)
+            nursery.start_soon(_handle_signals, poller)
+            nursery.start_soon(poller.run)
             nursery.start_soon(_announce_ready, config.mountpoint, on_ready)
             await pyfuse3.main()
             nursery.cancel_scope.cancel()
@@ -207,9 +211,13 @@ async def _announce_ready(mountpoint: Path, on_ready: Callable[[], None] | None)
         on_ready()
 
 
-async def _handle_signals() -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+async def _handle_signals(poller: Poller) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async for signum in signals:
+            if signum == signal.SIGHUP:
+                log.info("received SIGHUP, refreshing folders and listings now")
+                poller.refresh_now()
+                continue
             log.info("received %s, unmounting", signal.Signals(signum).name)
             pyfuse3.terminate()
 
