@@ -37,7 +37,10 @@ Reads of complete entries are one ``os.pread`` on a file descriptor kept open by
 Writes are plain ``os.pwrite`` calls on the trio thread, in pieces of at most 1 MiB with a
 checkpoint between pieces: writing to the page cache is faster than handing each piece to a
 worker thread. The cache is not thread-safe; only ``ContentReader.read`` may run in a worker
-thread.
+thread. Waits in ``Fill.read`` have no timeout of their own: callers bound them.
+
+Errors: ``IncompleteContentError`` (a download shorter or longer than announced, or stopped),
+``CacheInUseError`` (the directory is locked by another cache), and ``OSError`` from the disk.
 """
 
 from __future__ import annotations
@@ -239,6 +242,9 @@ class Fill:
         if not self.running:
             raise RuntimeError("the fill is no longer running")
         view = memoryview(data).cast("B")
+        # XXX: a write stalls the event loop when the kernel throttles writers because the
+        # disk is slower than the download; a worker thread per piece would cost more than
+        # the write itself in the usual case.
         while view:
             piece = view[:_WRITE_PIECE]
             try:
@@ -412,11 +418,19 @@ class ContentCache:
         record = self._index.get(_hash_key(key))
         if record is None:
             return None
-        self._index.move_to_end(record.name)
         try:
+            # The mtime records recency across restarts.
             os.utime(record.path)
+        except FileNotFoundError:
+            log.warning(
+                "cache entry %s was deleted from disk; it will be downloaded again",
+                record.name[:12],
+            )
+            self._drop(record, unlink=False)
+            return None
         except OSError as error:
             log.warning("cannot mark cache entry %s as used: %s", record.name[:12], error)
+        self._index.move_to_end(record.name)
         return CachedEntry(key, record)
 
     def known_size(self, key: str) -> int | None:

@@ -478,6 +478,21 @@ async def test_remove_during_download_serves_readers_but_keeps_nothing(
     assert cache.used_bytes == 0
 
 
+async def test_entry_deleted_behind_the_caches_back_is_downloaded_again(
+    cache_dir: Path,
+) -> None:
+    cache = ContentCache(cache_dir, 10 * MiB)
+    await store(cache, "key", payload(100))
+    (path,) = entry_files(cache_dir)
+    path.unlink()
+
+    assert cache.get("key") is None
+    assert cache.known_size("key") is None
+    assert cache.used_bytes == 0
+    await store(cache, "key", payload(100, 1))
+    assert read_all(cache, "key") == payload(100, 1)
+
+
 async def test_keys_with_odd_characters(cache_dir: Path) -> None:
     keys = [
         "ops@example.com\0AAMkAGI2/+THg=\0AAMkAGI2+/a==",
