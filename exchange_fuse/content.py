@@ -126,10 +126,13 @@ class ContentService:
                 await self._store_shortcut(file, download)
             else:
                 await self._stream(file, download)
-        except Exception as exc:
+        except BaseException as exc:
+            # Cancellation too: a fill left running would block every later download.
             download.error = exc
             if download.fill is not None:
                 download.fill.fail(exc)
+            if not isinstance(exc, Exception):
+                raise
             log.debug("download of %s failed: %r", file.name, exc)
         finally:
             download.size_known.set()
