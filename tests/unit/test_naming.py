@@ -467,7 +467,7 @@ def test_folder_names_are_made_safe() -> None:
 
 
 RECEIVED = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
-FIELDS = {
+FIELDS: dict[str, str | datetime | None] = {
     "subject": "Order: 4411",
     "attachment": "label.pdf",
     "sender": "shop@example.com",
