@@ -245,8 +245,7 @@ def _cut(stem: str, max_chars: int, max_bytes: int) -> str:
 
 
 def _splits_cluster(text: str, at: int) -> bool:
-    if at == 0:
-        return False
+    """Whether cutting ``text`` before index ``at`` (0 < at < len) splits a cluster."""
     after = text[at]
     if _JOINS_PREVIOUS.match(after) or unicodedata.category(after)[0] == "M":
         return True
