@@ -19,6 +19,8 @@ from typing import Any
 
 import platformdirs
 
+from . import naming
+
 SECRET_ENVIRONMENT_VARIABLE = "EXCHANGE_FUSE_CLIENT_SECRET"
 SECRET_CREDENTIAL_NAME = "client-secret"
 
@@ -121,6 +123,12 @@ def _log_level(value: Any) -> str:
     return level
 
 
+def _template(value: Any) -> str:
+    template = _text(value)
+    naming.check_template(template)
+    return template
+
+
 def _empty_message_action(value: Any) -> str:
     action = _text(value)
     if action in {"delete", "keep"} or (action.startswith("move:") and action[5:].strip("/")):
@@ -197,7 +205,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "name_template",
-        _text,
+        _template,
         "file name template, e.g. '{received:%%Y-%%m-%%d} {subject}-{attachment}'",
         "TEXT",
     ),
