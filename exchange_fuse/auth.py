@@ -218,7 +218,7 @@ class TokenProvider:
         proxy: str | None = None,
         timeout: float = 30,
     ) -> None:
-        self._authority = f"{authority_url.rstrip('/')}/{tenant_id}"
+        self._authority = _authority(authority_url, tenant_id)
         self._tenant_id = tenant_id
         self._client_id = client_id
         self._credential = credential
@@ -323,6 +323,17 @@ class TokenProvider:
                 hint=f"{_HINTS_BY_ERROR['invalid_tenant']} ({self._tenant_id!r})",
             ) from None
         return self._app
+
+
+def _authority(authority_url: str, tenant_id: str) -> str:
+    """The tenant's authority: the authority host's URL followed by the tenant.
+
+    A URL that already ends with the tenant (as an emulator may give it) is kept as is.
+    """
+    base = authority_url.rstrip("/")
+    if base.rsplit("/", 1)[-1].casefold() == tenant_id.casefold():
+        return base
+    return f"{base}/{tenant_id}"
 
 
 def _forget(cache: msal.TokenCache, token: str) -> None:

@@ -593,7 +593,9 @@ class GraphClient:
         whole content (base64).
         """
         url = self._url(mailbox, "messages", message_id, "attachments", attachment_id)
-        params = {"$expand": "microsoft.graph.itemattachment/item($select=id)"}
+        # The documented form: the attached item comes with its properties, and its
+        # @odata.type says message, event or contact.
+        params = {"$expand": "microsoft.graph.itemattachment/item"}
         body = _as_dict(await self._call("GET", url, params=params if expand_item else None), url)
         record = _parse_attachment(body)
         if record is None:
