@@ -1,0 +1,1 @@
+"""Tests of the Graph mail emulator, driven over real HTTPS with real MSAL."""
