@@ -199,6 +199,19 @@ def ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
+class _MsalHttpClient(httpx.Client):
+    """httpx as MSAL's ``http_client``.
+
+    MSAL hands certificate assertions over as bytes, which ``requests`` sends as they are
+    but httpx would send as the text ``b'...'``; they are decoded here.
+    """
+
+    def post(self, url: Any, *args: Any, data: Any = None, **kwargs: Any) -> httpx.Response:
+        if isinstance(data, dict):
+            data = {k: v.decode() if isinstance(v, bytes) else v for k, v in data.items()}
+        return super().post(url, *args, data=data, **kwargs)
+
+
 class TokenProvider:
     """Hands out app-only access tokens for Graph, fetching new ones as they expire.
 
@@ -223,7 +236,7 @@ class TokenProvider:
         self._client_id = client_id
         self._credential = credential
         self._scopes = [scope]
-        self._http = httpx.Client(verify=ssl_context(ca_bundle), proxy=proxy, timeout=timeout)
+        self._http = _MsalHttpClient(verify=ssl_context(ca_bundle), proxy=proxy, timeout=timeout)
         self._app: msal.ConfidentialClientApplication | None = None
         self._lock = trio.Lock()
         self._token: str | None = None
