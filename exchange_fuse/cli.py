@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -61,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _demo_emulator(args.demo) as demo_values:
             settings = _settings(args, demo_values)
             setup_logging(settings.log_level, settings.log_file)
-            trio.run(serve, settings, _ready_reporter(args.ready_fd))
+            trio.run(functools.partial(serve, settings, on_ready=_ready_reporter(args.ready_fd)))
     except (config.ConfigError, StartupError) as exc:
         _report_failure(args.ready_fd, str(exc))
         return 1

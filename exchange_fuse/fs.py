@@ -313,8 +313,10 @@ class MailFilesystem(pyfuse3.Operations):
         used = self.content.cache.used_bytes
         data.f_bsize = _IO_BLOCK
         data.f_frsize = _BLOCK
-        data.f_blocks = -(-max(used, self.content.cache.max_bytes) // _BLOCK)
-        data.f_bfree = data.f_bavail = 0
+        # Sizes describe the attachment cache: how much is downloaded, and the room left.
+        capacity = max(used, self.content.cache.max_bytes)
+        data.f_blocks = -(-capacity // _BLOCK)
+        data.f_bfree = data.f_bavail = (capacity - used) // _BLOCK
         data.f_files = directories + files
         data.f_ffree = data.f_favail = 0
         data.f_namemax = 255
