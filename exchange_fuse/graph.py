@@ -377,7 +377,8 @@ class GraphClient:
             about ``retry_timeout + request_timeout`` (a streamed body excepted).
         request_timeout: seconds to wait for an answer, or between two reads of a body.
         page_size: items per page in listings and deltas (Graph allows up to 1000).
-        backoff_initial, backoff_max: the exponential backoff's first and longest wait.
+        backoff_initial, backoff_max: the exponential backoff's first and longest wait
+            (plus a random jitter of up to twice ``backoff_initial``).
     """
 
     def __init__(
@@ -764,6 +765,7 @@ class GraphClient:
                 timeout=self._retry_timeout,
                 wait_initial=self._backoff_initial,
                 wait_max=self._backoff_max,
+                wait_jitter=self._backoff_initial * 2,
             ):
                 with retry:
                     number = retry.num
