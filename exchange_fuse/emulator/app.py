@@ -266,14 +266,15 @@ class _Pacer:
         for start in range(0, len(data), step):
             piece = bytes(view[start : start + step])
             last = start + step >= len(data)
-            await self.send(
-                {"type": "http.response.body", "body": piece, "more_body": more or not last}
-            )
+            # A piece leaves when the link would have finished carrying it.
             self.sent += len(piece)
-            self.stats.bytes_sent += len(piece)
             delay = self.started + self.sent / self.rate - trio.current_time()
             if delay > 0:
                 await trio.sleep(delay)
+            await self.send(
+                {"type": "http.response.body", "body": piece, "more_body": more or not last}
+            )
+            self.stats.bytes_sent += len(piece)
 
 
 def _with_client_request_id(reply: Reply, client_request_id: str) -> Reply:

@@ -209,6 +209,8 @@ def _builder(spec: GenerateSpec, folder_seed: int) -> Any:
     low, high = spec.size
     log_low, log_high = math.log(max(low, 1)), math.log(max(high, 1))
 
+    recipients = [("Mailbox", spec.address)]  # shared: never changed after creation
+
     def build(index: int) -> Message:
         rnd = random.Random(folder_seed * 1_000_003 + index)
         word = _WORDS[rnd.randrange(len(_WORDS))]
@@ -234,13 +236,20 @@ def _builder(spec: GenerateSpec, folder_seed: int) -> Any:
             subject,
             received,
             sender=sender,
-            recipients=[("Mailbox", spec.address)],
+            recipients=recipients,
             internet_message_id=f"<{folder_seed:x}.{index}@generated.example>",
-            body=lambda: f"Please find the {word} attached.\r\n\r\nKind regards,\r\n{sender[0]}",
+            body=_body,
             attachments=attachments,
         )
 
     return build
+
+
+def _body(message: Message) -> str:
+    """The text of a generated message, made from its subject when asked for."""
+    sender = message.sender[0] if message.sender else "the sender"
+    subject = (message.subject or "document").lower()
+    return f"Please find the {subject} attached.\r\n\r\nKind regards,\r\n{sender}"
 
 
 def _attachment(

@@ -36,6 +36,10 @@ from exchange_fuse.emulator.store import Attachment, Item, Message
 
 log = logging.getLogger(__name__)
 
+# Attached mail: these become item attachments; other message/* parts (delivery reports and
+# the like) become files holding their text.
+MAIL_TYPES = frozenset({"message/rfc822", "message/global", "message/news"})
+
 # Parts larger than this are decoded again from the source when served, not kept in memory.
 KEEP_IN_MEMORY = 256 * 1024
 
@@ -98,7 +102,7 @@ def header_text(raw: bytes) -> str:
     # Mostly valid UTF-8 with a broken sequence (often a name cut short) is still UTF-8.
     text = raw.decode("utf-8", errors="replace")
     broken = text.count("\ufffd")
-    if broken * 4 <= sum(1 for char in text if ord(char) > 127) - broken:
+    if broken <= sum(1 for char in text if ord(char) > 127) - broken:
         return text
     return raw.decode("cp1252", errors="replace")
 
@@ -307,6 +311,21 @@ def _payload(part: MimePart) -> bytes:
     raw = part.get_payload()
     if isinstance(raw, str):
         return raw.encode("utf-8", "surrogateescape")
+    if isinstance(raw, list):
+        return message_body(part)
+    return b""
+
+
+def message_body(part: MimePart) -> bytes:
+    """The body of a ``message/*`` part as it stands in the MIME (its header blocks)."""
+    try:
+        whole = part.as_bytes(policy=email.policy.compat32)
+    except (LookupError, ValueError, TypeError, UnicodeError):
+        return b""
+    for separator in (b"\r\n\r\n", b"\n\n"):
+        _head, found, body = whole.partition(separator)
+        if found:
+            return body
     return b""
 
 
@@ -327,6 +346,9 @@ class _Walk:
 
     def visit(self, part: MimePart, path: tuple[int, ...], body_slot: bool) -> None:
         ctype = part.get_content_type()
+        if ctype in MAIL_TYPES:
+            self._item(part, attachment_name(part))
+            return
         if part.is_multipart() and not ctype.startswith("message/"):
             children = part.get_payload()
             if not isinstance(children, list):
@@ -355,9 +377,6 @@ class _Walk:
             self.body_type = "html" if ctype == "text/html" else "text"
             return
 
-        if ctype == "message/rfc822" or (ctype == "message/global" and disposition != "inline"):
-            self._item(part, name)
-            return
         self._file(part, path, ctype, name, disposition)
 
     def _alternative(self, children: list[MimePart], path: tuple[int, ...], body: bool) -> None:

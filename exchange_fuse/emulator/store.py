@@ -156,7 +156,7 @@ class Message:
         sender: tuple[str, str] | None = None,
         recipients: list[tuple[str, str]] | None = None,
         internet_message_id: str | None = None,
-        body: str | Callable[[], str] = "",
+        body: str | Callable[[Message], str] = "",
         body_type: str = "text",
         attachments: list[Attachment] | None = None,
         sent: float | None = None,
@@ -195,7 +195,7 @@ class Message:
         self.attachments.append(attachment)
 
     def body_text(self) -> str:
-        return self.body() if callable(self.body) else self.body
+        return self.body(self) if callable(self.body) else self.body
 
     def has_attachments(self, inline_counts: bool) -> bool:
         """Graph's ``hasAttachments``: inline attachments do not count (quirk on)."""
@@ -214,6 +214,7 @@ class Folder:
     __slots__ = (
         "_order_cache",
         "_pending",
+        "_pending_count",
         "changed_seq",
         "children",
         "display_name",
@@ -251,6 +252,7 @@ class Folder:
         self.children: list[Folder] = []
         self.messages_by_serial: dict[int, Message] = {}
         self._pending: Callable[[], list[Message]] | None = None
+        self._pending_count = 0
         self.changed_seq = 0
         # Messages that left this folder: (sequence, message serial, generation it had).
         self.tombstones: list[tuple[int, int, int]] = []
@@ -272,10 +274,14 @@ class Folder:
         return self._pending is not None
 
     def total_count(self) -> int:
-        return len(self.messages)
+        if self._pending is not None:
+            return self._pending_count
+        return len(self.messages_by_serial)
 
     def unread_count(self) -> int:
-        return sum(1 for m in self.messages.values() if not m.is_read)
+        if self._pending is not None:
+            return self._pending_count  # generated mail starts unread
+        return sum(1 for m in self.messages_by_serial.values() if not m.is_read)
 
     def ordered(
         self, key: object, sort: Callable[[list[Message]], list[Message]]
@@ -475,6 +481,7 @@ class Mailbox:
             return messages
 
         folder._pending = materialise
+        folder._pending_count = count
         self._pending_starts.append(start)
         self._pending_ranges.append((start + count, folder))
 
