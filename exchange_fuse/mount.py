@@ -39,13 +39,15 @@ class StartupError(Exception):
 def check_mountpoint(mountpoint: Path) -> None:
     """Refuse a missing, busy or unusable mountpoint; clear a dead mount left by a crash."""
     try:
-        os.stat(mountpoint)
+        # statfs always reaches a FUSE daemon, where stat may be answered from the kernel's
+        # cache: a mount whose daemon died answers ENOTCONN ("Transport endpoint is not
+        # connected").
+        os.statvfs(mountpoint)
     except FileNotFoundError:
         raise StartupError(f"mountpoint {mountpoint} does not exist: create it first") from None
     except OSError as exc:
         if exc.errno != errno.ENOTCONN:
             raise StartupError(f"mountpoint {mountpoint}: {exc.strerror}") from None
-        # "Transport endpoint is not connected": a mount whose daemon died.
         log.warning("clearing the dead mount left at %s", mountpoint)
         unmount(mountpoint)
     if not mountpoint.is_dir():

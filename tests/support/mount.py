@@ -31,6 +31,15 @@ def fuse_mounted(mountpoint: Path) -> bool:
     return False
 
 
+def _answers(mountpoint: Path) -> bool:
+    """Whether a live daemon serves the mount (a dead one answers ENOTCONN)."""
+    try:
+        os.statvfs(mountpoint)
+    except OSError:
+        return False
+    return True
+
+
 def emulator_arguments(emulator: Any, mailbox: str, secret_file: Path) -> list[str]:
     """The exchange-mount options that point it at an emulator."""
     secret_file.write_text(emulator.client_secret)
@@ -79,8 +88,7 @@ def start_mount(
             raise RuntimeError(
                 f"exchange-mount exited with {process.returncode}:\n{mount.log()[-4000:]}"
             )
-        if fuse_mounted(mountpoint):
-            os.stat(mountpoint)  # a dead mount would raise ENOTCONN here
+        if fuse_mounted(mountpoint) and _answers(mountpoint):
             return mount
         time.sleep(0.05)
     tear_down(mount)
