@@ -64,7 +64,7 @@ def paged_content(index: int) -> bytes:
 def description() -> dict[str, Any]:
     """The test mailbox: wide and deep folders, a paged folder, every attachment kind."""
     deep = [{"name": f"Leaf {index:02d}"} for index in range(DEEP_CHILDREN)]
-    wide = [{"name": f"Sub {index:02d}"} for index in range(WIDE_CHILDREN)]
+    wide: list[dict[str, Any]] = [{"name": f"Sub {index:02d}"} for index in range(WIDE_CHILDREN)]
     wide[0]["folders"] = deep
     paged = [
         {

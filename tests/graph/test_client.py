@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from exchange_fuse import graph
-from exchange_fuse.mail import AttachmentKind, FolderId, MessageRecord
+from exchange_fuse.mail import AttachmentId, AttachmentKind, FolderId, MessageId, MessageRecord
 from tests.graph.conftest import (
     BIG_BIN,
     DEEP_CHILDREN,
@@ -25,7 +25,9 @@ from tests.graph.conftest import (
 from tests.support.emulator import Emulator
 
 
-async def download_all(client: graph.GraphClient, message_id: str, attachment_id: str) -> bytes:
+async def download_all(
+    client: graph.GraphClient, message_id: MessageId, attachment_id: AttachmentId
+) -> bytes:
     async with client.download(MAILBOX, message_id, attachment_id) as download:
         body = b"".join([chunk async for chunk in download.chunks()])
         assert download.content_length == len(body)

@@ -7,12 +7,13 @@ after every test.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 import trio
 
 from exchange_fuse import graph
-from exchange_fuse.mail import MessageRecord
+from exchange_fuse.mail import AttachmentId, MailboxAddress, MessageId, MessageRecord
 from tests.graph.conftest import (
     BIG_BIN,
     DENIED,
@@ -28,7 +29,7 @@ from tests.graph.conftest import (
 from tests.support.emulator import Emulator
 
 # Retries that back off briefly, so the tests stay fast.
-QUICK = {"backoff_initial": 0.02, "backoff_max": 0.2}
+QUICK: dict[str, Any] = {"backoff_initial": 0.02, "backoff_max": 0.2}
 
 
 async def messages_in(client: graph.GraphClient, name: str) -> list[MessageRecord]:
@@ -36,7 +37,9 @@ async def messages_in(client: graph.GraphClient, name: str) -> list[MessageRecor
     return await client.list_messages(MAILBOX, folder_named(folders, name).id)
 
 
-async def fetch(client: graph.GraphClient, message_id: str, attachment_id: str) -> bytes:
+async def fetch(
+    client: graph.GraphClient, message_id: MessageId, attachment_id: AttachmentId
+) -> bytes:
     async with client.download(MAILBOX, message_id, attachment_id) as download:
         body = b"".join([chunk async for chunk in download.chunks()])
         assert download.content_length == len(body)
@@ -265,7 +268,7 @@ async def test_a_mailbox_outside_exchange_online_is_unavailable(emulator: Emulat
 async def test_an_unknown_mailbox_is_not_served(emulator: Emulator) -> None:
     async with graph_client(emulator) as client:
         with pytest.raises((graph.MailboxUnavailableError, graph.NotFoundError)) as unknown:
-            await client.get_mailbox_root("nobody@example.com")
+            await client.get_mailbox_root(MailboxAddress("nobody@example.com"))
 
     assert unknown.value.status == 404
     assert unknown.value.attempts == 1

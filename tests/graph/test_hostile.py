@@ -22,7 +22,7 @@ from exchange_fuse.mail import AttachmentId, AttachmentKind, FolderId, MessageId
 from tests.graph.conftest import MAILBOX, token_provider
 from tests.support.emulator import Emulator
 
-QUICK = {"backoff_initial": 0.01, "backoff_max": 0.05}
+QUICK: dict[str, Any] = {"backoff_initial": 0.01, "backoff_max": 0.05}
 
 
 @dataclass
