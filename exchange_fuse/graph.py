@@ -257,7 +257,6 @@ class Download:
         self._url = url
         self._what = what
         self._stack: AsyncExitStack | None = None
-        self._response: httpx.Response | None = None
         self._raw: AsyncIterator[bytes] | None = None
         self._started = False
         self._received = 0  # bytes of the current response's body
@@ -331,15 +330,12 @@ class Download:
     async def _open(self, attempt: int) -> None:
         """Send the request (again) and keep the response open; one attempt."""
         stack = AsyncExitStack()
-        try:
-            response = await stack.enter_async_context(
-                self._client._open(
-                    "GET", self._url, headers={"Accept-Encoding": "identity"}, read_body=False
-                )
+        # Identity encoding, so Content-Length counts the very bytes that are delivered.
+        response = await stack.enter_async_context(
+            self._client._open(
+                "GET", self._url, headers={"Accept-Encoding": "identity"}, read_body=False
             )
-        except BaseException:
-            await stack.aclose()
-            raise
+        )
 
         length = _content_length(response)
         if not self._started:
@@ -350,14 +346,12 @@ class Download:
             await stack.aclose()
             raise BadResponseError(f"{self._what}: content length changed to {length}")
         self._stack = stack
-        self._response = response
         self._raw = response.aiter_raw()
         self._received = 0
 
     async def _close(self) -> None:
         """Close the response and give back its limiter slot."""
         stack, self._stack = self._stack, None
-        self._response = None
         self._raw = None
         if stack is not None:
             await stack.aclose()
@@ -408,6 +402,7 @@ class GraphClient:
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._last_throttle_warning = -_THROTTLE_WARNING_INTERVAL_S
+        self._root_ids: dict[MailboxAddress, FolderId] = {}  # folder ids never change
         self.stats = GraphStats()
 
         self._http = httpx.AsyncClient(
@@ -447,18 +442,19 @@ class GraphClient:
         root = _parse_folder(body)
         if root is None:
             raise BadResponseError(f"{_path(url)}: the root folder has no id")
+        self._root_ids[mailbox] = root.id
         return replace(root, parent_id=None)
 
     async def list_folder_tree(
         self, mailbox: MailboxAddress, *, include_hidden: bool = False
     ) -> list[FolderRecord]:
         """Every folder of the mailbox, parents before children, the root left out."""
-        root = await self.get_mailbox_root(mailbox)
+        root_id = self._root_ids.get(mailbox) or (await self.get_mailbox_root(mailbox)).id
         params = {"$select": _FOLDER_FIELDS, "$top": str(self._page_size)}
         if include_hidden:
             params["includeHiddenFolders"] = "true"
         children: dict[FolderId, list[FolderRecord]] = {}
-        seen = {root.id}
+        seen = {root_id}
 
         async def walk(folder_id: FolderId, url: str) -> None:
             listed = [
@@ -476,10 +472,10 @@ class GraphClient:
 
         with _first_error():
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(walk, root.id, self._url(mailbox, "mailFolders"))
+                nursery.start_soon(walk, root_id, self._url(mailbox, "mailFolders"))
 
         ordered: list[FolderRecord] = []
-        stack = list(reversed(children.get(root.id, [])))
+        stack = list(reversed(children.get(root_id, [])))
         while stack:
             folder = stack.pop()
             ordered.append(folder)
