@@ -47,6 +47,7 @@ from exchange_fuse.emulator.render import (
     ATTACHMENT_BASE_FIELDS,
     ATTACHMENT_FIELDS,
     FOLDER_FIELDS,
+    ITEM_CONTENT_TYPES,
     MESSAGE_FIELDS,
     Json,
     View,
@@ -74,11 +75,6 @@ JSON_TYPE = (
 )
 MAX_BATCH = 20
 MAX_POSTED_ATTACHMENT = 3 * 1024 * 1024
-ITEM_CONTENT_TYPES = {
-    "message": "message/rfc822",
-    "event": "text/calendar; charset=utf-8",
-    "contact": "text/vcard; charset=utf-8",
-}
 
 
 @dataclass(slots=True)

@@ -98,6 +98,11 @@ _ODATA_TYPES = {
     "item": "#microsoft.graph.itemAttachment",
     "reference": "#microsoft.graph.referenceAttachment",
 }
+ITEM_CONTENT_TYPES = {
+    "message": "message/rfc822",
+    "event": "text/calendar; charset=utf-8",
+    "contact": "text/vcard; charset=utf-8",
+}
 ITEM_ODATA_TYPES = {
     "message": "#microsoft.graph.message",
     "event": "#microsoft.graph.event",
@@ -115,8 +120,9 @@ def attachment_json(
 ) -> Json:
     data: Json = {"@odata.type": _ODATA_TYPES[attachment.kind]}
     content_type = attachment.content_type
-    if attachment.kind == "item" and view.quirks.item_without_content_type:
-        content_type = None
+    if attachment.item is not None:
+        quirk = view.quirks.item_without_content_type
+        content_type = None if quirk else ITEM_CONTENT_TYPES[attachment.item.type]
     base: Json = {
         "id": view.mailbox.attachment_id(message, attachment, view.immutable),
         "lastModifiedDateTime": timestamp(attachment.last_modified),

@@ -294,3 +294,41 @@ def test_batch_runs_up_to_twenty_requests(demo: Emulator) -> None:
     assert responses["2"]["status"] == 400
     assert responses["3"]["status"] == 424
     assert too_many.status_code == 400
+
+
+def test_throttled_batch_steps_come_back_inside_a_200(fresh_demo: Emulator) -> None:
+    fresh_demo.set_faults(throttle_rate=1.0, throttle_retry_after_s=4)
+    with fresh_demo.client() as client:
+        batch = client.post(
+            "/$batch",
+            json={"requests": [{"id": "a", "method": "GET", "url": f"{USER}/mailFolders"}]},
+        )
+    assert batch.status_code == 200
+    (step,) = batch.json()["responses"]
+    assert step["status"] == 429
+    assert step["headers"]["Retry-After"] == "4"
+    assert step["body"]["error"]["code"] == "ApplicationThrottled"
+
+
+def test_message_delta_with_a_received_filter(demo: Emulator) -> None:
+    with demo.client() as client:
+        items, _ = _delta_round(
+            client,
+            f"{USER}/mailFolders/inbox/messages/delta",
+            params={
+                "$filter": "receivedDateTime ge 2024-03-20T00:00:00Z",
+                "$select": "subject",
+            },
+        )
+        refused = client.get(
+            f"{USER}/mailFolders/inbox/messages/delta",
+            params={"$filter": "hasAttachments eq true"},
+        )
+    assert sorted(str(m["subject"]) for m in items) == [
+        "Monthly report: March",
+        "Newsletter",
+        "None",
+        "Shared: Q2 plan",
+        "Überweisung März",
+    ]
+    assert refused.status_code == 400

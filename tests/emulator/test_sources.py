@@ -170,3 +170,29 @@ seed = 11
             assert message["receivedDateTime"] == "2024-06-01T08:00:00Z"
     assert len(runs[0]) == 70 * 1024
     assert runs[0] == runs[1]
+
+
+def test_search_folders_list_matching_mail(tmp_path: Path) -> None:
+    description = {
+        "folders": [
+            {
+                "well_known": "inbox",
+                "messages": [
+                    {"subject": "with", "attachments": [{"name": "a.txt", "content": "a"}]},
+                    {"subject": "without"},
+                ],
+            },
+            {"name": "Has files", "search_filter": "hasAttachments eq true"},
+        ]
+    }
+    path = tmp_path / "search.json"
+    path.write_text(json.dumps(description))
+    with (
+        running_emulator(tmp_path / "state", "--mailbox", f"{ADDRESS}={path}") as emulator,
+        emulator.client() as client,
+    ):
+        folders = client.get(f"/users/{ADDRESS}/mailFolders").json()["value"]
+        search = next(f for f in folders if f["displayName"] == "Has files")
+        found = emulator.list_messages(ADDRESS, search["id"])
+    assert search["@odata.type"] == "#microsoft.graph.mailSearchFolder"
+    assert [m["subject"] for m in found] == ["with"]
