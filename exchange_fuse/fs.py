@@ -19,7 +19,7 @@ from typing import Any, ParamSpec, TypeVar
 import pyfuse3
 import trio
 
-from . import graph
+from . import auth, graph
 from .content import ContentHandle, ContentService
 from .removal import Remover
 from .tree import DirectoryNode, FileNode, Namespace, NamespaceError, NoSuchEntry, NotADirectory
@@ -77,9 +77,16 @@ def _errors(handler: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         except trio.TooSlowError:
             log.warning("%s: no answer from Graph in time, answering EIO", handler.__name__)
             raise pyfuse3.FUSEError(errno.EIO) from None
+        except graph.TransientError as exc:
+            # The Graph client already said once why it gave up.
+            log.debug("%s failed: %s", handler.__name__, exc)
+            raise pyfuse3.FUSEError(errno.EIO) from None
         except graph.GraphError as exc:
             log.warning("%s failed: %s", handler.__name__, exc)
             raise pyfuse3.FUSEError(errno_for(exc)) from None
+        except auth.AuthError as exc:
+            log.error("sign-in to Graph failed, files cannot be read: %s", exc.hint)
+            raise pyfuse3.FUSEError(errno.EIO) from None
         except Exception:
             log.exception("unexpected error in %s", handler.__name__)
             raise pyfuse3.FUSEError(errno.EIO) from None

@@ -45,6 +45,7 @@ class Poller:
         self._invalidator = invalidator
         self.interval = interval
         self._delta_links: dict[int, str] = {}
+        self._folder_links: dict[str, str] = {}
         self._wake = trio.Event()
         self._stale: set[str] = set()
         self.polls = 0
@@ -91,12 +92,24 @@ class Poller:
             log.info("%s is fresh again", what)
 
     async def _poll_tree(self, mailbox_dir: DirectoryNode) -> None:
-        assert mailbox_dir.mailbox is not None
+        mailbox = mailbox_dir.mailbox
+        assert mailbox is not None
+        # The folder delta costs one request when nothing changed; the tree walk one per
+        # folder that has subfolders. Walk only when the delta says something moved.
+        link = self._folder_links.get(mailbox)
+        try:
+            delta = await self._graph.folder_delta(mailbox, link)
+        except graph.SyncStateExpiredError:
+            link, delta = None, await self._graph.folder_delta(mailbox, None)
+        self._folder_links[mailbox] = delta.delta_link
+        if link is not None and not delta.changed and not delta.removed:
+            return
+
         before = self._entry_names(mailbox_dir)
         folders = await self._graph.list_folder_tree(
-            mailbox_dir.mailbox, include_hidden=self._namespace.options.include_hidden_folders
+            mailbox, include_hidden=self._namespace.options.include_hidden_folders
         )
-        for directory in self._namespace.replace_folder_tree(mailbox_dir.mailbox, folders):
+        for directory in self._namespace.replace_folder_tree(mailbox, folders):
             gone = before.get(directory.inode, set()) - set(directory.subfolders)
             gone -= set(directory.files or ())
             for name in sorted(gone):
