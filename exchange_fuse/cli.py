@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _settings(args: argparse.Namespace, demo_values: dict[str, Any] | None) -> config.Config:
-    flags = {option.key: getattr(args, option.key) for option in config.OPTIONS}
+    flags = {option.key: getattr(args, option.key, None) for option in config.OPTIONS}
     toml_values = config.read_toml(args.config) if args.config else {}
     environment: dict[str, str] = dict(os.environ)
     if demo_values is not None:
@@ -163,7 +163,8 @@ def _start_in_background(args: argparse.Namespace, arguments: list[str]) -> int:
     with os.fdopen(read_end, "rb") as report:
         message = report.read()
     if message == _READY:
-        print(f"mounted at {args.mountpoint} (pid {child.pid}, log {log_file})")
+        mountpoint = settings.mountpoint if settings else args.mountpoint
+        print(f"mounted at {mountpoint} (pid {child.pid}, log {log_file})")
         return 0
     child.wait()
     text = message.decode(errors="replace").strip()

@@ -20,9 +20,12 @@ from typing import Any
 import platformdirs
 
 from . import naming
+from .auth import ClientCertificate
 
 SECRET_ENVIRONMENT_VARIABLE = "EXCHANGE_FUSE_CLIENT_SECRET"
 SECRET_CREDENTIAL_NAME = "client-secret"
+PASSPHRASE_ENVIRONMENT_VARIABLE = "EXCHANGE_FUSE_CERTIFICATE_PASSPHRASE"
+PASSPHRASE_CREDENTIAL_NAME = "certificate-passphrase"
 
 CLOUDS: Mapping[str, tuple[str, str]] = {
     # name: (Graph root, token authority host)
@@ -151,12 +154,20 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
+    Option("mountpoint", _path, "where to mount (instead of the MOUNTPOINT argument)", "DIR"),
     Option("tenant", _text, "Entra ID tenant (directory) id or domain", "ID"),
     Option("client_id", _text, "application (client) id of the app registration", "ID"),
     Option(
         "client_secret_file",
         _path,
         f"file holding the client secret (or set {SECRET_ENVIRONMENT_VARIABLE})",
+        "FILE",
+    ),
+    Option(
+        "certificate_file",
+        _path,
+        "sign in with a certificate instead of a secret: a PEM file with the private key and "
+        f"the certificate, or a .pfx/.p12 file (passphrase in {PASSPHRASE_ENVIRONMENT_VARIABLE})",
         "FILE",
     ),
     Option(
@@ -239,7 +250,9 @@ class Config:
     mountpoint: Path
     tenant: str
     client_id: str
-    client_secret: str = field(repr=False)
+    # Exactly one of the two credentials is set.
+    client_secret: str | None = field(repr=False)
+    certificate: ClientCertificate | None = field(repr=False)
     mailboxes: tuple[str, ...]
     graph_url: str
     authority_url: str
@@ -269,6 +282,8 @@ class Config:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one flag per option; values stay None unless given, so TOML can fill the rest."""
     for option in OPTIONS:
+        if option.key == "mountpoint":
+            continue  # the command's MOUNTPOINT argument
         if option.is_flag:
             parser.add_argument(
                 option.flag, action="store_const", const=True, default=None, help=option.help
@@ -306,7 +321,7 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 
 def build(
-    mountpoint: str | None,
+    mountpoint: str | Path | None,
     flags: Mapping[str, Any],
     toml_values: Mapping[str, Any],
     *,
@@ -328,8 +343,10 @@ def build(
         except ValueError as exc:
             raise ConfigError(f"{source}: {exc}, got {raw!r}") from None
 
+    mountpoint = mountpoint or values.pop("mountpoint", None)
+    values.pop("mountpoint", None)
     if not mountpoint:
-        raise ConfigError("no mountpoint given")
+        raise ConfigError("no mountpoint given (MOUNTPOINT argument or mountpoint in the file)")
     for required in ("tenant", "client_id", "mailbox"):
         if required not in values:
             raise ConfigError(f"{_BY_KEY[required].flag} is required (or {required} in the file)")
@@ -338,7 +355,16 @@ def build(
     graph_url = values.pop("graph_url", cloud_graph + "/v1.0").rstrip("/")
     authority_url = values.pop("authority_url", f"{cloud_login}/{values['tenant']}").rstrip("/")
     graph_root = re.sub(r"/v1\.0$|/beta$", "", graph_url)
-    secret = _read_secret(values.pop("client_secret_file", None), environment)
+    certificate_file = values.pop("certificate_file", None)
+    secret_file = values.pop("client_secret_file", None)
+    certificate = None
+    secret = None
+    if certificate_file is not None:
+        if secret_file is not None:
+            raise ConfigError("give client_secret_file or certificate_file, not both")
+        certificate = _read_certificate(certificate_file, environment)
+    else:
+        secret = _read_secret(secret_file, environment)
 
     user_uid, user_gid = os.getuid(), os.getgid()
     cache_dir = values.pop("cache_dir", None) or _default_cache_dir(environment)
@@ -347,6 +373,7 @@ def build(
         tenant=values.pop("tenant"),
         client_id=values.pop("client_id"),
         client_secret=secret,
+        certificate=certificate,
         mailboxes=values.pop("mailbox"),
         graph_url=graph_url,
         authority_url=authority_url,
@@ -377,6 +404,23 @@ def _read_secret(secret_file: Path | None, environment: Mapping[str, str]) -> st
         f"no client secret: give --client-secret-file FILE, set {SECRET_ENVIRONMENT_VARIABLE}, "
         f"or pass the systemd credential {SECRET_CREDENTIAL_NAME!r}"
     )
+
+
+def _read_certificate(path: Path, environment: Mapping[str, str]) -> ClientCertificate:
+    passphrase = environment.get(PASSPHRASE_ENVIRONMENT_VARIABLE) or None
+    credentials = environment.get("CREDENTIALS_DIRECTORY")
+    if passphrase is None and credentials:
+        stored = Path(credentials) / PASSPHRASE_CREDENTIAL_NAME
+        if stored.exists():
+            passphrase = _secret_from(stored, "systemd credential")
+    try:
+        if path.suffix.lower() in (".pfx", ".p12"):
+            return ClientCertificate.from_pfx(path, passphrase)
+        return ClientCertificate.from_pem_file(path, passphrase)
+    except OSError as exc:
+        raise ConfigError(f"certificate_file: cannot read {path} ({exc.strerror})") from None
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"certificate_file: {path} is not usable: {exc}") from None
 
 
 def _secret_from(path: Path, source: str) -> str:

@@ -27,9 +27,13 @@ from .fs import FsOptions, KernelInvalidator, MailFilesystem
 from .mail import MailboxAddress
 from .removal import EmptyMessagePolicy, Remover
 from .sync import Poller
+from .systemd import Notifier
 from .tree import Namespace, NamespaceOptions
 
 log = logging.getLogger(__name__)
+
+# How often systemd's STATUS= line is refreshed (the watchdog may ask for more often).
+STATUS_INTERVAL = 15.0
 
 
 class StartupError(Exception):
@@ -112,7 +116,12 @@ def explain(exc: BaseException, mailbox: str | None = None) -> str:
 async def serve(config: Config, *, on_ready: Callable[[], None] | None = None) -> None:
     """Mount, serve until SIGINT/SIGTERM or an outside unmount, then unmount cleanly."""
     check_mountpoint(config.mountpoint)
-    credential = auth.ClientSecret(config.client_secret)
+    credential: auth.ClientSecret | auth.ClientCertificate
+    if config.certificate is not None:
+        credential = config.certificate
+    else:
+        assert config.client_secret is not None
+        credential = auth.ClientSecret(config.client_secret)
     tokens = auth.TokenProvider(
         authority_url=config.authority_url,
         tenant_id=config.tenant,
@@ -190,30 +199,67 @@ async def _serve_filesystem(
         raise StartupError(f"cannot mount at {config.mountpoint}: {exc}") from None
     log.info("mounted %s at %s", ", ".join(config.mailboxes), config.mountpoint)
 
+    notifier = Notifier()
     unmounted = False
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(content.run)
-            nursery.start_soon(_handle_signals, poller)
+            nursery.start_soon(_handle_signals, poller, notifier)
             nursery.start_soon(poller.run)
-            nursery.start_soon(_announce_ready, config.mountpoint, on_ready)
+            nursery.start_soon(_report_health, config.mountpoint, filesystem, notifier, on_ready)
             await pyfuse3.main()
             nursery.cancel_scope.cancel()
         unmounted = True
     finally:
+        notifier.stopping()
         # Lazy unmount: a process still inside the mount does not keep it alive.
         pyfuse3.close(unmount=True)
         log.info("unmounted %s%s", config.mountpoint, "" if unmounted else " after an error")
+        notifier.close()
 
 
-async def _announce_ready(mountpoint: Path, on_ready: Callable[[], None] | None) -> None:
+def status_line(filesystem: MailFilesystem) -> str:
+    """What the mount is doing, in one line for systemctl status."""
+    directories, files = filesystem.namespace.counts()
+    cache = filesystem.content.cache
+    stats = filesystem.content.graph.stats
+    return (
+        f"{directories} folders, {files} files listed; cache {_mib(cache.used_bytes)} of "
+        f"{_mib(cache.max_bytes)}; {stats.requests} Graph requests, {stats.throttled} throttled"
+    )
+
+
+def _mib(size: int) -> str:
+    return f"{size / 1024**2:.0f} MiB"
+
+
+async def _report_health(
+    mountpoint: Path,
+    filesystem: MailFilesystem,
+    notifier: Notifier,
+    on_ready: Callable[[], None] | None,
+) -> None:
     # A stat through the kernel proves the mount answers before anyone is told it is ready.
     await trio.to_thread.run_sync(os.stat, mountpoint)
+    notifier.ready(status_line(filesystem))
     if on_ready is not None:
         on_ready()
 
+    interval = min(notifier.watchdog_interval or STATUS_INTERVAL, STATUS_INTERVAL)
+    while True:
+        await trio.sleep(interval)
+        # The watchdog is fed only when a request makes it through the kernel and back.
+        with trio.move_on_after(interval) as probe:
+            await trio.to_thread.run_sync(os.statvfs, mountpoint, abandon_on_cancel=True)
+        if probe.cancelled_caught:
+            log.warning("the mount did not answer a health check within %.0f s", interval)
+            continue
+        if notifier.watchdog_interval is not None:
+            notifier.watchdog()
+        notifier.status(status_line(filesystem))
 
-async def _handle_signals(poller: Poller) -> None:
+
+async def _handle_signals(poller: Poller, notifier: Notifier) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async for signum in signals:
             if signum == signal.SIGHUP:
@@ -221,6 +267,7 @@ async def _handle_signals(poller: Poller) -> None:
                 poller.refresh_now()
                 continue
             log.info("received %s, unmounting", signal.Signals(signum).name)
+            notifier.stopping()
             pyfuse3.terminate()
 
 
