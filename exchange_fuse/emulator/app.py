@@ -8,6 +8,7 @@ token endpoint, ``/_emulator``) is a small Starlette application.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import uuid
@@ -42,7 +43,7 @@ class Emulator:
     def __init__(self, store: Store, settings: Settings, authority: Authority) -> None:
         self.store = store
         self.settings = settings
-        self.initial_settings = settings.as_json()
+        self.initial_settings = copy.deepcopy(settings)
         self.authority = authority
         self.stats = Stats()
         self.limiter = Limiter(settings, self.stats)
@@ -98,7 +99,13 @@ class Emulator:
         try:
             if self.settings.latency_ms:
                 await trio.sleep(self.settings.latency_ms / 1000)
-            body = await _read_body(receive)
+            try:
+                body = await _read_body(receive)
+            except GraphError as error:
+                self.stats.count(f"{method} (body too large)", error.status)
+                reply = error_reply(error, request_id, client_request_id)
+                await self._send(send, receive, reply, headers)
+                return
             request = GraphRequest(
                 method=method,
                 path=path,
@@ -221,10 +228,8 @@ class Emulator:
         return JSONResponse(self.settings.as_json())
 
     async def _reset_faults(self, request: Request) -> Response:
-        self.settings.quirks.__init__()  # type: ignore[misc]
-        initial = dict(self.initial_settings)
-        initial["quirks"] = {k: v for k, v in initial["quirks"].items() if k != "special_ids"}
-        self.settings.update(initial)
+        for name in Settings.__slots__:
+            setattr(self.settings, name, copy.deepcopy(getattr(self.initial_settings, name)))
         self.limiter.reseed()
         return JSONResponse(self.settings.as_json())
 

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import itertools
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from exchange_fuse.emulator.errors import GraphError, bad_request
+from exchange_fuse.emulator.ids import IMMUTABLE
 from exchange_fuse.emulator.odata import (
     DEFAULT_TOP,
     Query,
@@ -29,13 +31,12 @@ from exchange_fuse.emulator.odata import (
 )
 from exchange_fuse.emulator.render import FOLDER_FIELDS, MESSAGE_FIELDS, Json, folder_json
 from exchange_fuse.emulator.render import message_json as render_message
-from exchange_fuse.emulator.store import WELL_KNOWN_NAMES, Folder
+from exchange_fuse.emulator.store import Folder, Mailbox, Message
 
 if TYPE_CHECKING:
     from exchange_fuse.emulator.graph import Graph, GraphRequest, Reply
     from exchange_fuse.emulator.render import View
 
-WELL_KNOWN = WELL_KNOWN_NAMES
 MAX_CHAINS = 20_000
 
 
@@ -79,17 +80,22 @@ class SyncChains:
             self._highest.popitem(last=False)
 
 
+class _Gone(NamedTuple):
+    """A message or folder that left: its serial and, for messages, the generation it had."""
+
+    serial: int
+    generation: int = 0
+
+
+Event = tuple[tuple[int, int], Any]  # ((sequence, serial), Message | Folder | _Gone)
+
+
 def _state(request: GraphRequest, kind: str, folder: Folder | None) -> tuple[dict[str, Any], bool]:
     """The round state the request continues, and whether it continues a page."""
     query = request.query
     token = query.skiptoken or query.deltatoken
     if token is None:
-        return {
-            "k": kind,
-            "f": folder.serial if folder else 0,
-            "s": 0,
-            "q": request.raw_query,
-        }, False
+        return {"k": kind, "f": folder.serial if folder else 0, "q": request.raw_query}, False
     state = decode_token(token)
     if (
         state is None
@@ -102,74 +108,90 @@ def _state(request: GraphRequest, kind: str, folder: Folder | None) -> tuple[dic
     return state, query.skiptoken is not None
 
 
-def _page_size(request: GraphRequest, query: Query) -> int:
-    return request.max_page_size() or query.top or DEFAULT_TOP
-
-
-def message_delta(graph: Graph, request: GraphRequest, view: View, folder: Folder) -> Reply:
+def _run_round(
+    graph: Graph,
+    request: GraphRequest,
+    kind: str,
+    mailbox: Mailbox,
+    folder: Folder | None,
+    events: Callable[[int, int, Query], list[Event]],
+    render: Callable[[Any, Query], Json | None],
+    context: str,
+) -> Reply:
+    """One page of a delta round: the events with keys after the cursor, up to a page."""
     from exchange_fuse.emulator.graph import json_reply
 
-    mailbox = view.mailbox
-    state, paging = _state(request, "m", folder)
-    chains: SyncChains = graph.sync_chains
+    state, paging = _state(request, kind, folder)
+    chains = graph.sync_chains
     if "c" in state:
         chains.check(state["c"], state["g"], graph.settings.delta_generations)
     else:
         state["c"] = chains.start()
     query = parse_query(str(state.get("q", "")))
-    fields = select_fields(query.select, MESSAGE_FIELDS, "message")
-    expand = graph._attachment_expansion(query)
-    since_filter = _received_filter(query)
-    change_type = (query.get("changeType") or "").lower()
     if not paging:
-        state["s"] = state.get("e", 0) if "e" in state else 0
+        # A new round starts where the last one ended (0: everything that exists).
+        state["s"] = state.get("e", 0)
         state["e"] = mailbox.seq
         state["p"] = [0, 0]
     since, end = int(state["s"]), int(state["e"])
-    cursor = tuple(state["p"])
+    cursor = (int(state["p"][0]), int(state["p"][1]))
 
-    events: list[tuple[tuple[int, int], Json]] = []
-    if since == 0:
-        for message in folder.messages.values():
-            if message.changed_seq <= end and (message.serial,) > cursor[1:]:
-                events.append(((0, message.serial), message))  # type: ignore[arg-type]
-    else:
-        if change_type != "deleted":
-            for message in folder.messages.values():
-                if since < message.changed_seq <= end:
-                    events.append(((message.changed_seq, message.serial), message))  # type: ignore[arg-type]
-        if change_type in ("", "deleted"):
-            for seq, serial, generation in folder.tombstones:
-                if since < seq <= end:
-                    events.append(((seq, serial), (serial, generation)))  # type: ignore[arg-type]
-        events = [e for e in events if e[0] > cursor]
-    events.sort(key=lambda event: event[0])
+    pending = sorted((e for e in events(since, end, query) if e[0] > cursor), key=lambda e: e[0])
+    size = request.max_page_size() or query.top or DEFAULT_TOP
+    page = pending[:size]
+    values = [value for _key, payload in page if (value := render(payload, query)) is not None]
 
-    size = _page_size(request, query)
-    page = events[:size]
-    values: list[Json] = []
-    for _key, event in page:
-        if isinstance(event, tuple):
-            serial, generation = event
-            values.append(_removed(mailbox, serial, generation, view.immutable))
-            continue
-        if since_filter and not all(compare(event.received, op, v) for op, v in since_filter):
-            continue
-        item = {"@odata.type": "#microsoft.graph.message"}
-        item.update(render_message(event, view, fields, expand))
-        values.append(item)
-
-    body: Json = {"@odata.context": f"{graph.graph_url}/$metadata#Collection(message)"}
+    body: Json = {"@odata.context": f"{graph.graph_url}/$metadata#Collection({context})"}
     body["value"] = values
     state["g"] = chains.next_generation(state["c"])
     base = graph.origin_url(request.path)
-    if len(events) > size:
+    if len(pending) > size:
         state["p"] = list(page[-1][0])
         body["@odata.nextLink"] = link(base, [], **{"$skiptoken": encode_token(state)})
     else:
         state.pop("p", None)
         body["@odata.deltaLink"] = link(base, [], **{"$deltatoken": encode_token(state)})
-    return json_reply(200, body, graph._preference(request))
+    return json_reply(200, body, graph.preference(request))
+
+
+def message_delta(graph: Graph, request: GraphRequest, view: View, folder: Folder) -> Reply:
+    mailbox = view.mailbox
+
+    def events(since: int, end: int, query: Query) -> list[Event]:
+        change_type = (query.get("changeType") or "").lower()
+        found: list[Event] = []
+        if since == 0:
+            for message in folder.messages.values():
+                if message.changed_seq <= end:
+                    found.append(((0, message.serial), message))
+            return found
+        if change_type != "deleted":
+            for message in folder.messages.values():
+                if since < message.changed_seq <= end:
+                    found.append(((message.changed_seq, message.serial), message))
+        if change_type in ("", "deleted"):
+            for seq, serial, generation in folder.tombstones:
+                if since < seq <= end:
+                    found.append(((seq, serial), _Gone(serial, generation)))
+        return found
+
+    def render(payload: Message | _Gone, query: Query) -> Json | None:
+        if isinstance(payload, _Gone):
+            generation = IMMUTABLE if view.immutable else payload.generation
+            return {
+                "@odata.type": "#microsoft.graph.message",
+                "id": mailbox.codec.message(mailbox.index, payload.serial, generation),
+                "@removed": {"reason": "deleted"},
+            }
+        for operator, value in _received_filter(query):
+            if not compare(payload.received, operator, value):
+                return None
+        fields = select_fields(query.select, MESSAGE_FIELDS, "message")
+        item: Json = {"@odata.type": "#microsoft.graph.message"}
+        item.update(render_message(payload, view, fields, graph.attachment_expansion(query)))
+        return item
+
+    return _run_round(graph, request, "m", mailbox, folder, events, render, "message")
 
 
 def _received_filter(query: Query) -> list[tuple[str, float]]:
@@ -184,72 +206,28 @@ def _received_filter(query: Query) -> list[tuple[str, float]]:
     return filters
 
 
-def _removed(mailbox: Any, serial: int, generation: int, immutable: bool) -> Json:
-    from exchange_fuse.emulator.ids import IMMUTABLE
-
-    message_id = mailbox.codec.message(
-        mailbox.index, serial, IMMUTABLE if immutable else generation
-    )
-    return {
-        "@odata.type": "#microsoft.graph.message",
-        "id": message_id,
-        "@removed": {"reason": "deleted"},
-    }
-
-
 def folder_delta(graph: Graph, request: GraphRequest, view: View) -> Reply:
-    from exchange_fuse.emulator.graph import json_reply
-
     mailbox = view.mailbox
-    state, paging = _state(request, "f", None)
-    chains: SyncChains = graph.sync_chains
-    if "c" in state:
-        chains.check(state["c"], state["g"], graph.settings.delta_generations)
-    else:
-        state["c"] = chains.start()
-    query = parse_query(str(state.get("q", "")))
-    fields = select_fields(query.select, FOLDER_FIELDS, "mailFolder")
-    if not paging:
-        state["s"] = state.get("e", 0) if "e" in state else 0
-        state["e"] = mailbox.seq
-        state["p"] = [0, 0]
-    since, end = int(state["s"]), int(state["e"])
-    cursor = tuple(state["p"])
 
-    events: list[tuple[tuple[int, int], Folder | int]] = []
-    for folder in mailbox.mail_folders():
-        if folder.is_hidden:
-            continue
-        key = (0, folder.serial) if since == 0 else (folder.changed_seq, folder.serial)
-        if (since == 0 or since < folder.changed_seq <= end) and key > cursor:
-            events.append((key, folder))
-    if since:
-        for seq, serial in mailbox.folder_tombstones:
-            if since < seq <= end and (seq, serial) > cursor:
-                events.append(((seq, serial), serial))
-    events.sort(key=lambda event: event[0])
+    def events(since: int, end: int, query: Query) -> list[Event]:
+        found: list[Event] = []
+        for folder in mailbox.mail_folders():
+            if folder.is_hidden:
+                continue
+            if since == 0:
+                found.append(((0, folder.serial), folder))
+            elif since < folder.changed_seq <= end:
+                found.append(((folder.changed_seq, folder.serial), folder))
+        if since:
+            for seq, serial in mailbox.folder_tombstones:
+                if since < seq <= end:
+                    found.append(((seq, serial), _Gone(serial)))
+        return found
 
-    size = _page_size(request, query)
-    page = events[:size]
-    values: list[Json] = []
-    for _key, event in page:
-        if isinstance(event, int):
-            values.append(
-                {
-                    "id": mailbox.codec.folder(mailbox.index, event),
-                    "@removed": {"reason": "deleted"},
-                }
-            )
-        else:
-            values.append(folder_json(event, fields))
-    body: Json = {"@odata.context": f"{graph.graph_url}/$metadata#Collection(mailFolder)"}
-    body["value"] = values
-    state["g"] = chains.next_generation(state["c"])
-    base = graph.origin_url(request.path)
-    if len(events) > size:
-        state["p"] = list(page[-1][0])
-        body["@odata.nextLink"] = link(base, [], **{"$skiptoken": encode_token(state)})
-    else:
-        state.pop("p", None)
-        body["@odata.deltaLink"] = link(base, [], **{"$deltatoken": encode_token(state)})
-    return json_reply(200, body)
+    def render(payload: Folder | _Gone, query: Query) -> Json:
+        if isinstance(payload, _Gone):
+            folder_id = mailbox.codec.folder(mailbox.index, payload.serial)
+            return {"id": folder_id, "@removed": {"reason": "deleted"}}
+        return folder_json(payload, select_fields(query.select, FOLDER_FIELDS, "mailFolder"))
+
+    return _run_round(graph, request, "f", mailbox, None, events, render, "mailFolder")

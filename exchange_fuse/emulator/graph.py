@@ -174,11 +174,17 @@ class Graph:
     def handle(self, request: GraphRequest) -> tuple[str, Reply]:
         """Route and answer one request; returns the route name (for stats) and the reply."""
         route = f"{request.method} {request.path}"
+        request_id = request.headers.get("request-id", "-")
         try:
             route, handler = self._resolve(request)
             return route, handler()
         except GraphError as error:
-            return route, error_reply(error, request.headers.get("request-id", "-"), None)
+            return route, error_reply(error, request_id, None)
+        except Exception:
+            # A defect here must not take the server down; answer as Graph would.
+            log.exception("failed to answer %s", route)
+            failure = GraphError(500, "InternalServerError", "An internal server error occurred.")
+            return route, error_reply(failure, request_id, None)
 
     def _resolve(self, request: GraphRequest) -> tuple[str, Callable[[], Reply]]:
         seg = request.segments
@@ -406,7 +412,7 @@ class Graph:
 
     def get_folder(self, request: GraphRequest, folder: Folder) -> Reply:
         fields = select_fields(request.query.select, FOLDER_FIELDS, "mailFolder")
-        body = {"@odata.context": self.context(folder.mailbox, "mailFolders/$entity")}
+        body: Json = {"@odata.context": self.context(folder.mailbox, "mailFolders/$entity")}
         body.update(folder_json(folder, fields))
         return json_reply(200, body)
 
@@ -421,7 +427,7 @@ class Graph:
                 409, "ErrorFolderExists", "A folder with the specified name already exists."
             )
         folder = mailbox.add_folder(parent, name, is_hidden=bool(data.get("isHidden", False)))
-        body = {"@odata.context": self.context(mailbox, "mailFolders/$entity")}
+        body: Json = {"@odata.context": self.context(mailbox, "mailFolders/$entity")}
         body.update(folder_json(folder, None))
         return json_reply(201, body)
 
@@ -440,7 +446,7 @@ class Graph:
                     409, "ErrorFolderExists", "A folder with the specified name already exists."
                 )
             mailbox.rename_folder(folder, name)
-        body = {"@odata.context": self.context(mailbox, "mailFolders/$entity")}
+        body: Json = {"@odata.context": self.context(mailbox, "mailFolders/$entity")}
         body.update(folder_json(folder, None))
         return json_reply(200, body)
 
@@ -514,7 +520,7 @@ class Graph:
     def list_messages(self, request: GraphRequest, view: View, folder: Folder | None) -> Reply:
         query = request.query
         fields = select_fields(query.select, MESSAGE_FIELDS, "message")
-        expand = self._attachment_expansion(query)
+        expand = self.attachment_expansion(query)
         messages = self._matching(view, query, folder)
         top = query.top or DEFAULT_TOP
         offset = page_offset(query)
@@ -523,25 +529,25 @@ class Graph:
         body["value"] = [message_json(m, view, fields, expand) for m in page]
         if offset + top < len(messages):
             body["@odata.nextLink"] = self._next(request, offset + top)
-        return json_reply(200, body, self._preference(request))
+        return json_reply(200, body, self.preference(request))
 
     @staticmethod
-    def _attachment_expansion(query: Query) -> list[str] | None:
+    def attachment_expansion(query: Query) -> list[str] | None:
         if query.expand_attachments is None:
             return None
         return select_fields(query.expand_attachments, ATTACHMENT_BASE_FIELDS, "attachment") or []
 
     @staticmethod
-    def _preference(request: GraphRequest) -> dict[str, str]:
+    def preference(request: GraphRequest) -> dict[str, str]:
         return {"Preference-Applied": 'IdType="ImmutableId"'} if request.immutable else {}
 
     def get_message(self, request: GraphRequest, view: View, message: Message) -> Reply:
         query = request.query
         fields = select_fields(query.select, MESSAGE_FIELDS, "message")
-        expand = self._attachment_expansion(query)
+        expand = self.attachment_expansion(query)
         body: Json = {"@odata.context": self.context(view.mailbox, "messages/$entity")}
         body.update(message_json(message, view, fields, expand))
-        return json_reply(200, body, self._preference(request))
+        return json_reply(200, body, self.preference(request))
 
     def message_mime(self, message: Message) -> Reply:
         content = message.mime or BytesContent(mime.message_to_mime(message))
@@ -575,11 +581,13 @@ class Graph:
         if not isinstance(destination_id, str) or not destination_id:
             raise bad_request("destinationId is required.", "ErrorInvalidParameter")
         destination = self._folder(view.mailbox, destination_id)
+        if destination.is_search_folder or not view.mailbox.is_under_top(destination):
+            raise bad_request("Messages cannot be moved to that folder.", "ErrorInvalidRequest")
         if destination is not message.folder:
             view.mailbox.move_message(message, destination)
         body: Json = {"@odata.context": f"{self.graph_url}/$metadata#message"}
         body.update(message_json(message, view, None))
-        return json_reply(201, body, self._preference(request))
+        return json_reply(201, body, self.preference(request))
 
     def create_message(self, request: GraphRequest, view: View, folder: Folder) -> Reply:
         if folder.is_search_folder:
@@ -600,14 +608,14 @@ class Graph:
         view.mailbox.add_message(folder, message)
         body: Json = {"@odata.context": self.context(view.mailbox, "messages/$entity")}
         body.update(message_json(message, view, None))
-        return json_reply(201, body, self._preference(request))
+        return json_reply(201, body, self.preference(request))
 
     def _message_from_json(self, data: dict[str, Any]) -> Message:
         now = time.time()
         received = now
         if isinstance(data.get("receivedDateTime"), str):
             received = parse_datetime(data["receivedDateTime"])
-        body = data.get("body") if isinstance(data.get("body"), dict) else {}
+        body = data["body"] if isinstance(data.get("body"), dict) else {}
         sender = _recipient(data.get("from") or data.get("sender"))
         recipients = [r for r in map(_recipient, data.get("toRecipients") or []) if r]
         subject = data.get("subject")
@@ -623,7 +631,7 @@ class Graph:
             is_draft=True,
         )
         for spec in data.get("attachments") or []:
-            message._take(self._attachment_from_json(spec))
+            message.take_attachment(self._attachment_from_json(spec))
         return message
 
     # -- attachments ----------------------------------------------------------------------
@@ -631,25 +639,24 @@ class Graph:
     def list_attachments(self, request: GraphRequest, view: View, message: Message) -> Reply:
         query = request.query
         fields = select_fields(query.select, ATTACHMENT_FIELDS, "attachment")
-        body: Json = {"@odata.context": self.context(view.mailbox, "messages('…')/attachments")}
+        tail = f"users('{view.mailbox.address}')/messages('{message.serial}')/attachments"
+        body: Json = {"@odata.context": f"{self.graph_url}/$metadata#{tail}"}
         body["value"] = [
             attachment_json(message, a, view, fields, expand_item=query.expand_item)
             for a in message.attachments
         ]
-        return json_reply(200, body, self._preference(request))
+        return json_reply(200, body, self.preference(request))
 
     def get_attachment(
         self, request: GraphRequest, view: View, message: Message, attachment: Attachment
     ) -> Reply:
         query = request.query
         fields = select_fields(query.select, ATTACHMENT_FIELDS, "attachment")
-        body: Json = {
-            "@odata.context": self.context(view.mailbox, "messages('…')/attachments/$entity")
-        }
+        body: Json = {"@odata.context": self.context(view.mailbox, "messages/attachments/$entity")}
         body.update(
             attachment_json(message, attachment, view, fields, expand_item=query.expand_item)
         )
-        return json_reply(200, body, self._preference(request))
+        return json_reply(200, body, self.preference(request))
 
     def attachment_value(self, attachment: Attachment) -> Reply:
         if attachment.kind == "reference":
@@ -684,9 +691,7 @@ class Graph:
     def create_attachment(self, request: GraphRequest, view: View, message: Message) -> Reply:
         attachment = self._attachment_from_json(request.json())
         view.mailbox.add_attachment(message, attachment)
-        body: Json = {
-            "@odata.context": self.context(view.mailbox, "messages('…')/attachments/$entity")
-        }
+        body: Json = {"@odata.context": self.context(view.mailbox, "messages/attachments/$entity")}
         body.update(attachment_json(message, attachment, view, None))
         return json_reply(201, body)
 
@@ -811,7 +816,8 @@ class Graph:
         if inner.segments == ["$batch"]:
             statuses[step_id.lower()] = 400
             return _batch_error(step_id, 400, "BadRequest", "A batch cannot contain a batch.")
-        _route, reply = self.handle(inner)
+        route, reply = self.handle(inner)
+        self.limiter.stats.count(route, reply.status)
         statuses[step_id.lower()] = reply.status
         response_headers = dict(reply.headers)
         if reply.content_type:
@@ -859,7 +865,7 @@ def item_from_json(data: dict[str, Any]) -> Item:
         return Item("contact", fields, BytesContent(mime.contact_to_vcard(fields)))
     if kind != "message":
         raise unknown_property(odata_type, "outlookItem")
-    body = fields.get("body") if isinstance(fields.get("body"), dict) else {}
+    body: dict[str, Any] = fields["body"] if isinstance(fields.get("body"), dict) else {}
     received = time.time()
     if isinstance(fields.get("receivedDateTime"), str):
         received = parse_datetime(fields["receivedDateTime"])

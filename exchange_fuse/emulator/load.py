@@ -232,7 +232,8 @@ def build_message(spec: dict[str, Any], base: Path, at: str) -> Message:
     if spec.get("eml"):
         message = read_eml(base / str(spec["eml"]))
         for index, extra in enumerate(spec.get("attachments") or []):
-            message._take(build_attachment(_normalise(extra), base, f"{at}.attachments[{index}]"))
+            where = f"{at}.attachments[{index}]"
+            message.take_attachment(build_attachment(_normalise(extra), base, where))
         return message
     received = _time(spec.get("received"), f"{at}.received") or DEFAULT_TIME
     subject = spec.get("subject")

@@ -145,8 +145,8 @@ def decode_words(value: str) -> str:
     if tail:
         pieces.append((None, tail))
     out = []
-    for charset, data in pieces:
-        out.append(decode_bytes(data, charset) if isinstance(data, bytes) else data)
+    for charset, piece in pieces:
+        out.append(decode_bytes(piece, charset) if isinstance(piece, bytes) else piece)
     return "".join(out)
 
 
@@ -350,9 +350,10 @@ class _Walk:
             self._item(part, attachment_name(part))
             return
         if part.is_multipart() and not ctype.startswith("message/"):
-            children = part.get_payload()
-            if not isinstance(children, list):
+            payload = part.get_payload()
+            if not isinstance(payload, list):
                 return
+            children = [child for child in payload if isinstance(child, MimePart)]
             if ctype == "multipart/alternative":
                 self._alternative(children, path, body_slot)
             elif ctype == "multipart/related" and children:
@@ -401,7 +402,7 @@ class _Walk:
             data = _payload(part)
             embedded = email.message_from_bytes(data, policy=email.policy.compat32)
         subject = header(embedded, "subject")
-        fields = {
+        fields: dict[str, object] = {
             "subject": subject,
             "receivedDateTime": received_time(embedded, 0.0) or None,
             "from": _address(header(embedded, "from")),
@@ -444,7 +445,9 @@ def _part_loader(source: Callable[[], MimePart], path: tuple[int, ...]) -> Calla
         for index in path:
             children = part.get_payload()
             assert isinstance(children, list)
-            part = children[index]
+            child = children[index]
+            assert isinstance(child, MimePart)
+            part = child
         return _payload(part)
 
     return load

@@ -281,9 +281,10 @@ def page_offset(query: Query) -> int:
     if query.skiptoken is None:
         return query.offset
     state = decode_token(query.skiptoken)
-    if state is None or not isinstance(state.get("o"), int):
+    offset = state.get("o") if state is not None else None
+    if not isinstance(offset, int) or offset < 0:
         raise bad_request("The $skiptoken is malformed.", "ErrorInvalidUrlQuery")
-    return int(state["o"])
+    return offset
 
 
 def link(base: str, params: list[tuple[str, str]], **replace: str) -> str:

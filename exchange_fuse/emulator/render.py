@@ -265,7 +265,7 @@ def _web_link(message: Message, view: View) -> str:
 
 _MESSAGE_VALUES: dict[str, Callable[[Message, View], object]] = {
     "createdDateTime": lambda m, v: timestamp(m.created),
-    "lastModifiedDateTime": lambda m, v: timestamp(max(m.received, m.created)),
+    "lastModifiedDateTime": lambda m, v: timestamp(m.modified),
     "changeKey": lambda m, v: change_key(m),
     "categories": lambda m, v: [],
     "receivedDateTime": lambda m, v: timestamp(m.received),
@@ -324,8 +324,10 @@ def message_value(message: Message, prop: str) -> object:
         return message.received
     if prop == "sentDateTime":
         return message.sent
-    if prop in ("createdDateTime", "lastModifiedDateTime"):
+    if prop == "createdDateTime":
         return message.created
+    if prop == "lastModifiedDateTime":
+        return message.modified
     if prop == "subject":
         return message.subject
     if prop == "isRead":

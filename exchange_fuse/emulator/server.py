@@ -52,7 +52,8 @@ async def run(emulator: Emulator, state_dir: Path, port: int) -> None:
 
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(partial(serve, emulator, config, shutdown_trigger=stop.wait))
+        app: Any = emulator  # an ASGI callable; hypercorn's type is narrower than ASGI's
+        binds = await nursery.start(partial(serve, app, config, shutdown_trigger=stop.wait))
         origin = binds[0]
         emulator.bind(origin)
         credentials = emulator.authority.credentials

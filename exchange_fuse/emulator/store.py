@@ -139,6 +139,7 @@ class Message:
         "is_draft",
         "is_read",
         "mime",
+        "modified",
         "next_attachment",
         "received",
         "recipients",
@@ -171,6 +172,7 @@ class Message:
         self.received = received
         self.sent = sent if sent is not None else received
         self.created = received
+        self.modified = received
         self.sender = sender
         self.recipients = recipients or []
         self.internet_message_id = internet_message_id
@@ -185,9 +187,10 @@ class Message:
         self.changed_seq = 0
         self.change_count = 0
         for attachment in attachments or ():
-            self._take(attachment)
+            self.take_attachment(attachment)
 
-    def _take(self, attachment: Attachment) -> None:
+    def take_attachment(self, attachment: Attachment) -> None:
+        """Add an attachment while the message is being built (no change is recorded)."""
         attachment.serial = self.next_attachment
         self.next_attachment += 1
         if attachment.last_modified is None:
@@ -522,11 +525,12 @@ class Mailbox:
         seq = self._bump()
         message.changed_seq = seq
         message.change_count += 1
+        message.modified = max(time.time(), message.received)
         if message.folder is not None:
             message.folder.touch(seq)
 
     def add_attachment(self, message: Message, attachment: Attachment) -> Attachment:
-        message._take(attachment)
+        message.take_attachment(attachment)
         self.touch_message(message)
         return attachment
 
@@ -544,6 +548,7 @@ class Mailbox:
         source.touch(seq)
         message.generation = (message.generation + 1) % IMMUTABLE
         message.change_count += 1
+        message.modified = max(time.time(), message.received)
         message.folder = destination
         destination.messages[message.serial] = message
         message.changed_seq = seq

@@ -185,3 +185,15 @@ def test_stats_count_routes_statuses_and_bytes(fresh_demo: Emulator) -> None:
     assert stats["bytes_sent"] >= size
     assert stats["peak_in_flight"] >= 1
     assert stats["in_flight"] == 0
+
+
+def test_reset_returns_to_the_start_settings(tmp_path: Path) -> None:
+    with running_emulator(
+        tmp_path, "--demo", "--max-concurrency", "2", "--quirk", "special_ids=off"
+    ) as emulator:
+        changed = emulator.set_faults(max_concurrency=8, latency_ms=5)
+        reset = emulator.reset_faults()
+    assert changed["max_concurrency"] == 8
+    assert reset["max_concurrency"] == 2
+    assert reset["latency_ms"] == 0
+    assert reset["quirks"]["special_ids"] is False
