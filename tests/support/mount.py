@@ -71,15 +71,24 @@ class MountProcess:
 
 
 def start_mount(
-    mountpoint: Path, arguments: list[str], log_path: Path, timeout: float = 60
+    mountpoint: Path,
+    arguments: list[str],
+    log_path: Path,
+    timeout: float = 60,
+    *,
+    environment: dict[str, str] | None = None,
+    pass_mountpoint: bool = True,
 ) -> MountProcess:
     """Start exchange-mount in the foreground and wait until the mount answers."""
+    command = [sys.executable, "-m", "exchange_fuse"]
+    command += [str(mountpoint), *arguments] if pass_mountpoint else arguments
     with open(log_path, "ab") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "exchange_fuse", str(mountpoint), *arguments],
+            command,
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=log_file,
+            env=environment,
         )
     mount = MountProcess(process, mountpoint, log_path)
     deadline = time.monotonic() + timeout
