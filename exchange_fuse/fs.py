@@ -249,6 +249,61 @@ class MailFilesystem(pyfuse3.Operations):
                 raise pyfuse3.FUSEError(errno.EISDIR)
             await self.remover.remove(node)
 
+    # -- extended attributes: status for a person (getfattr -d) ----------------------------
+
+    def _extended_attributes(self, node: DirectoryNode | FileNode) -> dict[str, str]:
+        if isinstance(node, FileNode):
+            message, attachment = node.message, node.attachment
+            values = {
+                "subject": message.subject,
+                "sender": message.sender,
+                "received": message.received.isoformat(),
+                "message_id": message.internet_message_id,
+                "web_link": message.web_link,
+                "attachment_name": attachment.name,
+                "content_type": attachment.content_type,
+                "mailbox": node.mailbox,
+            }
+        elif node.inode == self.namespace.root.inode:
+            directories, files = self.namespace.counts()
+            cache = self.content.cache
+            stats = self.content.graph.stats
+            values = {
+                "mailboxes": " ".join(self.namespace.mailboxes),
+                "folders": str(directories),
+                "files": str(files),
+                "cache_used_bytes": str(cache.used_bytes),
+                "cache_max_bytes": str(cache.max_bytes),
+                "cache_entries": str(cache.entry_count),
+                "graph_requests": str(stats.requests),
+                "graph_retries": str(stats.retries),
+                "graph_throttled": str(stats.throttled),
+                "graph_failures": str(stats.failures),
+                "bytes_downloaded": str(stats.bytes_downloaded),
+            }
+        else:
+            values = {
+                "folder": node.folder.display_name if node.folder else None,
+                "mailbox": node.mailbox,
+            }
+        return {f"user.exchange.{key}": value for key, value in values.items() if value}
+
+    @_errors
+    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        names = self._extended_attributes(self.namespace.get(inode))
+        return [name.encode() for name in names]
+
+    @_errors
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        value = self._extended_attributes(self.namespace.get(inode)).get(os.fsdecode(name))
+        if value is None:
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        return value.encode("utf-8", "surrogateescape")
+
+    @_errors
+    async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        raise pyfuse3.FUSEError(self._refuse("removexattr"))
+
     # -- what is not supported ------------------------------------------------------------
 
     def _refuse(self, operation: str) -> int:

@@ -152,7 +152,7 @@ class Namespace:
         if not mailboxes:
             raise ValueError("at least one mailbox is needed")
         self._source = source
-        self._mailboxes = tuple(mailboxes)
+        self.mailboxes = tuple(mailboxes)
         self.options = options or NamespaceOptions()
         self._clock = clock
         self._nodes: dict[int, Node] = {}
@@ -169,7 +169,7 @@ class Namespace:
 
     async def load(self) -> None:
         """Load every mailbox's folder tree (not their messages)."""
-        for mailbox in self._mailboxes:
+        for mailbox in self.mailboxes:
             await self.load_mailbox(mailbox)
 
     async def load_mailbox(self, mailbox: MailboxAddress) -> None:
@@ -178,7 +178,7 @@ class Namespace:
         folders = await self._source.list_folder_tree(
             mailbox, include_hidden=self.options.include_hidden_folders
         )
-        if len(self._mailboxes) == 1:
+        if len(self.mailboxes) == 1:
             mailbox_dir = self.root
             mailbox_dir.mailbox = mailbox
             mailbox_dir.folder = root_folder
