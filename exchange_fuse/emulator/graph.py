@@ -146,16 +146,34 @@ def split_path(raw_path: str) -> list[str]:
     return [unquote(part) for part in parts[2:] if part != ""]
 
 
-@dataclass(slots=True)
-class Target:
-    """What a path names, found while walking it."""
+_DELTA = ("delta", "microsoft.graph.delta")
+# Collections whose next path segment is an id (or an address).
+_KEYED = {
+    "users": "{mailbox}",
+    "mailfolders": "{folder}",
+    "childfolders": "{folder}",
+    "messages": "{message}",
+    "attachments": "{attachment}",
+}
+_CANONICAL = {"mailfolders": "mailFolders", "childfolders": "childFolders"}
 
-    route: str
-    mailbox: Mailbox | None = None
-    folder: Folder | None = None
-    message: Message | None = None
-    attachment: Attachment | None = None
-    via_folder: Folder | None = None
+
+def route_name(method: str, segments: list[str]) -> str:
+    """The request's route with ids replaced, for the stats: ``GET /users/{mailbox}/...``."""
+    parts: list[str] = []
+    placeholder: str | None = None
+    for segment in segments:
+        lowered = segment.lower()
+        if placeholder is not None and lowered not in _DELTA:
+            parts.append(placeholder)
+            placeholder = None
+            continue
+        parts.append(_CANONICAL.get(lowered, segment))
+        placeholder = _KEYED.get(lowered)
+    return f"{method} /" + "/".join(parts)
+
+
+Handler = Callable[[], Reply]
 
 
 class Graph:
@@ -173,11 +191,10 @@ class Graph:
 
     def handle(self, request: GraphRequest) -> tuple[str, Reply]:
         """Route and answer one request; returns the route name (for stats) and the reply."""
-        route = f"{request.method} {request.path}"
+        route = route_name(request.method, request.segments)
         request_id = request.headers.get("request-id", "-")
         try:
-            route, handler = self._resolve(request)
-            return route, handler()
+            return route, self._resolve(request)()
         except GraphError as error:
             return route, error_reply(error, request_id, None)
         except Exception:
@@ -186,11 +203,12 @@ class Graph:
             failure = GraphError(500, "InternalServerError", "An internal server error occurred.")
             return route, error_reply(failure, request_id, None)
 
-    def _resolve(self, request: GraphRequest) -> tuple[str, Callable[[], Reply]]:
+    def _resolve(self, request: GraphRequest) -> Handler:
+        """Walk the path to the handler, looking up what it names on the way."""
         seg = request.segments
         method = request.method
         if seg == ["$batch"]:
-            return "POST /$batch", self._method(method, "POST", lambda: self.batch(request))
+            return self._method(method, "POST", lambda: self.batch(request))
         if not seg:
             raise bad_request("Invalid request.")
         if seg[0].lower() == "me":
@@ -213,7 +231,6 @@ class Graph:
         )
         rest = seg[2:]
         lowered = [part.lower() for part in rest]
-        name = "/users/{mailbox}"
 
         if not rest:
             raise GraphError(
@@ -221,138 +238,105 @@ class Graph:
                 "Authorization_RequestDenied",
                 "Insufficient privileges to complete the operation.",
             )
+        if lowered == ["mailfolders"]:
+            if method == "POST":
+                return lambda: self.create_folder(request, view, mailbox.top)
+            return self._method(
+                method, "GET", lambda: self.list_folders(request, view, mailbox.top)
+            )
+        if lowered[0] == "mailfolders" and len(rest) == 2 and lowered[1] in _DELTA:
+            return self._method(method, "GET", lambda: delta.folder_delta(self, request, view))
         if lowered[0] == "mailfolders":
-            if len(rest) == 1:
-                route = f"{method} {name}/mailFolders"
-                if method == "POST":
-                    return route, lambda: self.create_folder(request, view, mailbox.top)
-                return route, self._method(
-                    method, "GET", lambda: self.list_folders(request, view, mailbox.top)
-                )
-            if lowered[1] in ("delta", "microsoft.graph.delta") and len(rest) == 2:
-                route = f"{method} {name}/mailFolders/delta"
-                return route, self._method(
-                    method, "GET", lambda: delta.folder_delta(self, request, view)
-                )
             folder = self._folder(mailbox, rest[1])
-            name += "/mailFolders/{folder}"
             index = 2
             while (
                 index + 1 < len(rest)
                 and lowered[index] == "childfolders"
-                and lowered[index + 1] not in ("delta", "microsoft.graph.delta")
+                and lowered[index + 1] not in _DELTA
             ):
                 folder = self._folder(mailbox, rest[index + 1])
-                name += "/childFolders/{folder}"
                 index += 2
-            return self._folder_route(request, view, folder, name, rest[index:])
+            return self._folder_route(request, view, folder, rest[index:])
         if lowered[0] == "messages":
-            return self._messages_route(request, view, None, name, rest)
+            return self._messages_route(request, view, None, rest)
         raise bad_request(f"Resource not found for the segment '{rest[0]}'.")
 
     def _folder_route(
-        self, request: GraphRequest, view: View, folder: Folder, name: str, rest: list[str]
-    ) -> tuple[str, Callable[[], Reply]]:
+        self, request: GraphRequest, view: View, folder: Folder, rest: list[str]
+    ) -> Handler:
         method = request.method
         lowered = [part.lower() for part in rest]
         if not rest:
-            route = f"{method} {name}"
             if method == "PATCH":
-                return route, lambda: self.update_folder(request, folder)
+                return lambda: self.update_folder(request, folder)
             if method == "DELETE":
-                return route, lambda: self.delete_folder(view, folder)
-            return route, self._method(method, "GET", lambda: self.get_folder(request, folder))
+                return lambda: self.delete_folder(view, folder)
+            return self._method(method, "GET", lambda: self.get_folder(request, folder))
         if lowered == ["childfolders"]:
-            route = f"{method} {name}/childFolders"
             if method == "POST":
-                return route, lambda: self.create_folder(request, view, folder)
-            return route, self._method(
-                method, "GET", lambda: self.list_folders(request, view, folder)
-            )
+                return lambda: self.create_folder(request, view, folder)
+            return self._method(method, "GET", lambda: self.list_folders(request, view, folder))
         if lowered[0] == "messages":
-            return self._messages_route(request, view, folder, name, rest)
+            return self._messages_route(request, view, folder, rest)
         raise bad_request(f"Resource not found for the segment '{rest[0]}'.")
 
     def _messages_route(
-        self,
-        request: GraphRequest,
-        view: View,
-        folder: Folder | None,
-        name: str,
-        rest: list[str],
-    ) -> tuple[str, Callable[[], Reply]]:
+        self, request: GraphRequest, view: View, folder: Folder | None, rest: list[str]
+    ) -> Handler:
         method = request.method
         lowered = [part.lower() for part in rest]
-        name += "/messages"
         if len(rest) == 1:
-            route = f"{method} {name}"
             if method == "POST":
                 target = folder or view.mailbox.well_known["drafts"]
-                return route, lambda: self.create_message(request, view, target)
-            return route, self._method(
-                method, "GET", lambda: self.list_messages(request, view, folder)
-            )
-        if lowered[1] in ("delta", "microsoft.graph.delta") and len(rest) == 2:
-            route = f"{method} {name}/delta"
+                return lambda: self.create_message(request, view, target)
+            return self._method(method, "GET", lambda: self.list_messages(request, view, folder))
+        if len(rest) == 2 and lowered[1] in _DELTA:
             if folder is None:
                 raise bad_request("Delta of messages is available per folder only.")
-            return route, self._method(
-                method, "GET", lambda: delta.message_delta(self, request, view, folder)
+            in_folder = folder
+            return self._method(
+                method, "GET", lambda: delta.message_delta(self, request, view, in_folder)
             )
         message = self._message(view.mailbox, rest[1], folder)
-        name += "/{message}"
         tail = lowered[2:]
-        route = f"{method} {name}"
         if not tail:
             if method == "DELETE":
-                return route, lambda: self.delete_message(view, message)
+                return lambda: self.delete_message(view, message)
             if method == "PATCH":
-                return route, lambda: self.update_message(request, view, message)
-            return route, self._method(
-                method, "GET", lambda: self.get_message(request, view, message)
-            )
+                return lambda: self.update_message(request, view, message)
+            return self._method(method, "GET", lambda: self.get_message(request, view, message))
         if tail == ["$value"]:
-            return f"{route}/$value", self._method(
-                method, "GET", lambda: self.message_mime(message)
-            )
-        if len(tail) == 1 and tail[0] in ("move", "microsoft.graph.move"):
-            return f"{route}/move", self._method(
-                method, "POST", lambda: self.move_message(request, view, message)
-            )
-        if len(tail) == 1 and tail[0] in ("permanentdelete", "microsoft.graph.permanentdelete"):
-            return f"{route}/permanentDelete", self._method(
-                method, "POST", lambda: self.permanent_delete(view, message)
-            )
+            return self._method(method, "GET", lambda: self.message_mime(message))
+        if tail in (["move"], ["microsoft.graph.move"]):
+            return self._method(method, "POST", lambda: self.move_message(request, view, message))
+        if tail in (["permanentdelete"], ["microsoft.graph.permanentdelete"]):
+            return self._method(method, "POST", lambda: self.permanent_delete(view, message))
         if tail[0] == "attachments":
-            return self._attachments_route(request, view, message, f"{name}/attachments", rest[3:])
+            return self._attachments_route(request, view, message, rest[3:])
         raise bad_request(f"Resource not found for the segment '{rest[2]}'.")
 
     def _attachments_route(
-        self, request: GraphRequest, view: View, message: Message, name: str, rest: list[str]
-    ) -> tuple[str, Callable[[], Reply]]:
+        self, request: GraphRequest, view: View, message: Message, rest: list[str]
+    ) -> Handler:
         method = request.method
         if not rest:
-            route = f"{method} {name}"
             if method == "POST":
-                return route, lambda: self.create_attachment(request, view, message)
-            return route, self._method(
+                return lambda: self.create_attachment(request, view, message)
+            return self._method(
                 method, "GET", lambda: self.list_attachments(request, view, message)
             )
         try:
             attachment = view.mailbox.attachment(message, rest[0])
         except NotFound:
             raise item_not_found() from None
-        route = f"{method} {name}/{{attachment}}"
         if len(rest) == 1:
             if method == "DELETE":
-                return route, lambda: self.delete_attachment(view, message, attachment)
-            return route, self._method(
+                return lambda: self.delete_attachment(view, message, attachment)
+            return self._method(
                 method, "GET", lambda: self.get_attachment(request, view, message, attachment)
             )
         if len(rest) == 2 and rest[1] == "$value":
-            return f"{route}/$value", self._method(
-                method, "GET", lambda: self.attachment_value(attachment)
-            )
+            return self._method(method, "GET", lambda: self.attachment_value(attachment))
         raise bad_request(f"Resource not found for the segment '{rest[1]}'.")
 
     @staticmethod
@@ -404,7 +388,7 @@ class Graph:
         return json_reply(200, body)
 
     def _next(self, request: GraphRequest, offset: int) -> str:
-        token = encode_token({"o": offset, "s": offset * 7 + 3})
+        token = encode_token({"o": offset})
         return link(self.origin_url(request.path), request.query.params, **{"$skiptoken": token})
 
     def origin_url(self, path: str) -> str:

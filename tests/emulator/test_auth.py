@@ -30,6 +30,12 @@ def test_msal_gets_a_token_and_serves_it_from_its_cache(demo: Emulator) -> None:
     assert second["access_token"] == first["access_token"]
 
 
+def test_token_lifetime_changes_at_run_time(fresh_demo: Emulator) -> None:
+    fresh_demo.set_faults(token_lifetime_s=900)
+    result = fresh_demo.msal_app().acquire_token_for_client(scopes=[GRAPH_SCOPE])
+    assert result["expires_in"] == 900
+
+
 def test_the_graph_origin_is_accepted_as_scope(demo: Emulator) -> None:
     origin = demo.graph_url.rsplit("/v1.0", 1)[0]
     result = demo.msal_app().acquire_token_for_client(scopes=[f"{origin}/.default"])

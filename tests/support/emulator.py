@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import os
 import ssl
 import subprocess
 import sys
@@ -248,7 +247,6 @@ def running_emulator(state_dir: Path, *args: str) -> Iterator[Emulator]:
     state_file = state_dir / "emulator.json"
     state_file.unlink(missing_ok=True)
     stderr_path = state_dir / "emulator.stderr"
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
     with open(stderr_path, "wb") as stderr:
         process = subprocess.Popen(
             [
@@ -263,7 +261,6 @@ def running_emulator(state_dir: Path, *args: str) -> Iterator[Emulator]:
             ],
             stdout=subprocess.DEVNULL,
             stderr=stderr,
-            env=env,
         )
     try:
         deadline = time.monotonic() + START_TIMEOUT
