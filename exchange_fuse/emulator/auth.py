@@ -118,11 +118,11 @@ class Authority:
             "cloud_instance_name": "microsoftonline.com",
         }
 
-    def _check_tenant(self, tenant: str) -> None:
+    def _check_tenant(self, tenant: str, error: str = "invalid_tenant") -> None:
         if tenant.lower() != self.credentials.tenant_id.lower():
             raise TokenError(
                 400,
-                "invalid_tenant",
+                error,
                 90002,
                 f"Tenant '{tenant}' not found. Check to make sure you have the correct tenant "
                 "ID and are signing into the correct cloud.",
@@ -132,7 +132,7 @@ class Authority:
         self, tenant: str, form: dict[str, str], token_endpoint: str, lifetime: int
     ) -> dict[str, object]:
         """Answer a token request, or raise ``TokenError``."""
-        self._check_tenant(tenant)
+        self._check_tenant(tenant, "invalid_request")
         grant = form.get("grant_type", "")
         if grant != "client_credentials":
             raise TokenError(
