@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import trio
 
 from . import __version__, config
+from .check import Report, run_check
 from .mount import StartupError, serve
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,8 @@ _READY = b"ready\n"
 def parser() -> argparse.ArgumentParser:
     result = argparse.ArgumentParser(
         prog="exchange-mount",
-        description="Mount Exchange Online mailboxes as a filesystem of attachments.",
+        description="Mount Exchange Online mailboxes as a filesystem of attachments. "
+        "'exchange-mount check [options]' tries the configuration without mounting.",
     )
     result.add_argument("mountpoint", nargs="?", help="empty directory to mount on")
     result.add_argument("--config", type=Path, metavar="FILE", help="TOML configuration file")
@@ -55,6 +57,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["check"]:
+        return check(arguments[1:])
     args = parser().parse_args(arguments)
     try:
         if args.background:
@@ -71,7 +75,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _settings(args: argparse.Namespace, demo_values: dict[str, Any] | None) -> config.Config:
+def check(arguments: list[str]) -> int:
+    """``exchange-mount check``: try sign-in, permissions and every mailbox; 0 if all is well."""
+    check_parser = parser()
+    check_parser.prog = "exchange-mount check"
+    check_parser.description = "Check the configuration against Graph and say what is wrong."
+    args = check_parser.parse_args(arguments)
+    try:
+        with _demo_emulator(args.demo) as demo_values:
+            settings = _settings(args, demo_values, require_mountpoint=False)
+            setup_logging(args.log_level or "ERROR", settings.log_file)
+            passed = trio.run(run_check, settings, Report())
+    except config.ConfigError as exc:
+        print(f"FAIL  configuration: {exc}")
+        return 1
+    except StartupError as exc:
+        print(f"FAIL  {exc}")
+        return 1
+    print("all checks passed" if passed else "some checks failed")
+    return 0 if passed else 1
+
+
+def _settings(
+    args: argparse.Namespace,
+    demo_values: dict[str, Any] | None,
+    *,
+    require_mountpoint: bool = True,
+) -> config.Config:
     flags = {option.key: getattr(args, option.key, None) for option in config.OPTIONS}
     toml_values = config.read_toml(args.config) if args.config else {}
     environment: dict[str, str] = dict(os.environ)
@@ -85,7 +115,13 @@ def _settings(args: argparse.Namespace, demo_values: dict[str, Any] | None) -> c
             ca_bundle=demo_values["ca_bundle"],
         )
         environment[config.SECRET_ENVIRONMENT_VARIABLE] = demo_values["client_secret"]
-    return config.build(args.mountpoint, flags, toml_values, environment=environment)
+    return config.build(
+        args.mountpoint,
+        flags,
+        toml_values,
+        environment=environment,
+        require_mountpoint=require_mountpoint,
+    )
 
 
 @contextlib.contextmanager

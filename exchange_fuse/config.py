@@ -203,6 +203,31 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "timeout", _seconds, "longest a file operation waits for Graph (default 120)", "SECONDS"
     ),
+    Option(
+        "request_timeout",
+        _seconds,
+        "seconds to wait for one Graph answer before trying again (default 30)",
+        "SECONDS",
+    ),
+    Option(
+        "retry_attempts",
+        _count,
+        "tries of a failed Graph request, the first included (default 10)",
+        "COUNT",
+    ),
+    Option(
+        "retry_time",
+        _seconds,
+        "seconds after which a failing Graph request is not tried again (default 45)",
+        "SECONDS",
+    ),
+    Option(
+        "retry_backoff",
+        _seconds,
+        "first wait before trying a failed Graph request again, doubling up to 8 s "
+        "(default 0.5; a Retry-After from Graph wins)",
+        "SECONDS",
+    ),
     Option("log_level", _log_level, "debug, info, warning or error (default info)", "LEVEL"),
     Option(
         "log_file", _path, "write the log here (default with --background: the cache dir)", "FILE"
@@ -270,6 +295,10 @@ class Config:
     allow_other: bool = False
     poll_interval: float = 60.0
     timeout: float = 120.0
+    request_timeout: float = 30.0
+    retry_attempts: int = 10
+    retry_time: float = 45.0
+    retry_backoff: float = 0.5
     log_level: str = "INFO"
     log_file: Path | None = None
     on_empty_message: str = "delete"
@@ -326,6 +355,7 @@ def build(
     toml_values: Mapping[str, Any],
     *,
     environment: Mapping[str, str] = os.environ,
+    require_mountpoint: bool = True,
 ) -> Config:
     """Merge flags over TOML values, check every value, and read the secret."""
     values: dict[str, Any] = {}
@@ -345,7 +375,7 @@ def build(
 
     mountpoint = mountpoint or values.pop("mountpoint", None)
     values.pop("mountpoint", None)
-    if not mountpoint:
+    if not mountpoint and require_mountpoint:
         raise ConfigError("no mountpoint given (MOUNTPOINT argument or mountpoint in the file)")
     for required in ("tenant", "client_id", "mailbox"):
         if required not in values:
@@ -369,7 +399,7 @@ def build(
     user_uid, user_gid = os.getuid(), os.getgid()
     cache_dir = values.pop("cache_dir", None) or _default_cache_dir(environment)
     return Config(
-        mountpoint=Path(mountpoint),
+        mountpoint=Path(mountpoint or "."),
         tenant=values.pop("tenant"),
         client_id=values.pop("client_id"),
         client_secret=secret,

@@ -23,6 +23,7 @@ from . import auth, graph
 from .cache import ContentCache
 from .config import Config
 from .content import ContentService
+from .diagnosis import explain
 from .fs import FsOptions, KernelInvalidator, MailFilesystem
 from .mail import MailboxAddress
 from .removal import EmptyMessagePolicy, Remover
@@ -90,29 +91,6 @@ def unmount(mountpoint: Path) -> None:
     subprocess.run(command, check=False, capture_output=True)
 
 
-def explain(exc: BaseException, mailbox: str | None = None) -> str:
-    """One sentence for a start-up failure, saying what to fix."""
-    where = f"mailbox {mailbox}" if mailbox else "Graph"
-    match exc:
-        case auth.AuthError():
-            return f"sign-in failed: {exc.hint}"
-        case graph.AccessDeniedError():
-            return (
-                f"{where}: access denied ({exc.code}). Check that the app has the Mail.ReadWrite "
-                "application permission with admin consent, and that no Exchange application "
-                "access policy excludes this mailbox"
-            )
-        case graph.MailboxUnavailableError() | graph.NotFoundError():
-            return (
-                f"{where}: not found or not an Exchange Online mailbox ({exc.code}); check the "
-                "address"
-            )
-        case graph.GraphError():
-            return f"{where}: Graph answered {exc.status} {exc.code or ''}: {exc.message}"
-        case _:
-            return f"{where}: {exc}"
-
-
 async def serve(config: Config, *, on_ready: Callable[[], None] | None = None) -> None:
     """Mount, serve until SIGINT/SIGTERM or an outside unmount, then unmount cleanly."""
     check_mountpoint(config.mountpoint)
@@ -130,10 +108,18 @@ async def serve(config: Config, *, on_ready: Callable[[], None] | None = None) -
         scope=config.scope,
         ca_bundle=str(config.ca_bundle) if config.ca_bundle else None,
         proxy=config.proxy,
+        timeout=config.request_timeout,
     )
     ca_bundle = str(config.ca_bundle) if config.ca_bundle else None
     async with graph.GraphClient(
-        config.graph_url, tokens, ca_bundle=ca_bundle, proxy=config.proxy
+        config.graph_url,
+        tokens,
+        ca_bundle=ca_bundle,
+        proxy=config.proxy,
+        retry_attempts=config.retry_attempts,
+        retry_timeout=config.retry_time,
+        request_timeout=config.request_timeout,
+        backoff_initial=config.retry_backoff,
     ) as client:
         mailboxes = [MailboxAddress(address) for address in config.mailboxes]
         namespace = Namespace(

@@ -100,7 +100,7 @@ def test_wrong_secret_is_one_sentence_and_nothing_is_mounted(
     ("mailbox", "words"),
     [
         (DENIED, ("access denied", "access policy")),
-        (ON_PREMISES, ("not an Exchange Online mailbox",)),
+        (ON_PREMISES, ("not reachable", "Exchange Online")),
         ("nobody@example.com", ("nobody@example.com", "check the address")),
     ],
 )
