@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -205,7 +206,7 @@ def _make_folder(
             _make_folder(mailbox, folder, spec, child, level + 1, counter)
 
 
-def _builder(spec: GenerateSpec, folder_seed: int) -> Any:
+def _builder(spec: GenerateSpec, folder_seed: int) -> Callable[[int], Message]:
     low, high = spec.size
     log_low, log_high = math.log(max(low, 1)), math.log(max(high, 1))
 

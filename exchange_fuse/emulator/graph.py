@@ -695,7 +695,7 @@ class Graph:
             if len(content) > MAX_POSTED_ATTACHMENT:
                 raise GraphError(
                     413,
-                    "ErrorAttachmentSizeShouldNotBeLessThanZero",
+                    "RequestEntityTooLarge",
                     "Attachments of 3 MB or more need an upload session.",
                 )
             return Attachment(

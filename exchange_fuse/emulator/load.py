@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import email.utils
 import json
 import logging
 import tomllib
@@ -214,8 +215,6 @@ def _address(value: Any) -> tuple[str, str] | None:
     if isinstance(value, Mapping):
         inner = value.get("emailAddress", value)
         return (str(inner.get("name") or ""), str(inner.get("address") or ""))
-    import email.utils
-
     name, address = email.utils.parseaddr(str(value))
     return (name, address)
 
