@@ -248,6 +248,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     except (OSError, ExceptionGroup) as error:
-        print(f"exchange-graph-emulator: error: cannot serve: {error}", file=sys.stderr)
+        print(f"exchange-graph-emulator: error: cannot serve: {_root(error)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _root(error: BaseException) -> BaseException:
+    """The first error inside (nested) exception groups, which is the one worth printing."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return error

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -78,4 +79,17 @@ def test_state_file_describes_the_running_emulator(tmp_path: Path) -> None:
         process = emulator.process
     # Stopped by SIGTERM: a clean exit, and the state file is gone.
     assert process.returncode == 0
+    assert not (tmp_path / "emulator.json").exists()
+
+
+def test_a_port_in_use_is_reported_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _run("--demo", "--state-dir", str(tmp_path), "--port", str(port))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "exchange-graph-emulator: error: cannot serve: [Errno 98] Address already in use"
+    )
     assert not (tmp_path / "emulator.json").exists()
