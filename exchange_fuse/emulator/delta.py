@@ -12,6 +12,7 @@ client must start over.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from collections import OrderedDict
 from collections.abc import Callable
@@ -114,7 +115,7 @@ def _run_round(
     kind: str,
     mailbox: Mailbox,
     folder: Folder | None,
-    events: Callable[[int, int, Query], list[Event]],
+    events: Callable[[int, int, Query, tuple[int, int], int], list[Event]],
     render: Callable[[Any, Query], Json | None],
     context: str,
 ) -> Reply:
@@ -136,8 +137,8 @@ def _run_round(
     since, end = int(state["s"]), int(state["e"])
     cursor = (int(state["p"][0]), int(state["p"][1]))
 
-    pending = sorted((e for e in events(since, end, query) if e[0] > cursor), key=lambda e: e[0])
     size = request.max_page_size() or query.top or DEFAULT_TOP
+    pending = events(since, end, query, cursor, size + 1)
     page = pending[:size]
     values = [value for _key, payload in page if (value := render(payload, query)) is not None]
 
@@ -157,13 +158,21 @@ def _run_round(
 def message_delta(graph: Graph, request: GraphRequest, view: View, folder: Folder) -> Reply:
     mailbox = view.mailbox
 
-    def events(since: int, end: int, query: Query) -> list[Event]:
+    def events(
+        since: int, end: int, query: Query, cursor: tuple[int, int], limit: int
+    ) -> list[Event]:
         change_type = (query.get("changeType") or "").lower()
         found: list[Event] = []
         if since == 0:
-            for message in folder.messages.values():
+            # The first round pages through the folder in serial order: start at the cursor
+            # instead of scanning, so big folders page in constant time.
+            ordered = folder.ordered("serial", lambda items: sorted(items, key=_serial))
+            start = bisect.bisect_right(ordered, cursor[1], key=_serial)
+            for message in itertools.islice(ordered, start, None):
                 if message.changed_seq <= end:
                     found.append(((0, message.serial), message))
+                    if len(found) == limit:
+                        break
             return found
         if change_type != "deleted":
             for message in folder.messages.values():
@@ -173,7 +182,7 @@ def message_delta(graph: Graph, request: GraphRequest, view: View, folder: Folde
             for seq, serial, generation in folder.tombstones:
                 if since < seq <= end:
                     found.append(((seq, serial), _Gone(serial, generation)))
-        return found
+        return _after(found, cursor, limit)
 
     def render(payload: Message | _Gone, query: Query) -> Json | None:
         if isinstance(payload, _Gone):
@@ -194,6 +203,15 @@ def message_delta(graph: Graph, request: GraphRequest, view: View, folder: Folde
     return _run_round(graph, request, "m", mailbox, folder, events, render, "message")
 
 
+def _serial(message: Message) -> int:
+    return message.serial
+
+
+def _after(events: list[Event], cursor: tuple[int, int], limit: int) -> list[Event]:
+    """The first ``limit`` events after ``cursor``, in order."""
+    return sorted((e for e in events if e[0] > cursor), key=lambda e: e[0])[:limit]
+
+
 def _received_filter(query: Query) -> list[tuple[str, float]]:
     filters = []
     for clause in query.filters:
@@ -209,7 +227,9 @@ def _received_filter(query: Query) -> list[tuple[str, float]]:
 def folder_delta(graph: Graph, request: GraphRequest, view: View) -> Reply:
     mailbox = view.mailbox
 
-    def events(since: int, end: int, query: Query) -> list[Event]:
+    def events(
+        since: int, end: int, query: Query, cursor: tuple[int, int], limit: int
+    ) -> list[Event]:
         found: list[Event] = []
         for folder in mailbox.mail_folders():
             if folder.is_hidden:
@@ -222,7 +242,7 @@ def folder_delta(graph: Graph, request: GraphRequest, view: View) -> Reply:
             for seq, serial in mailbox.folder_tombstones:
                 if since < seq <= end:
                     found.append(((seq, serial), _Gone(serial)))
-        return found
+        return _after(found, cursor, limit)
 
     def render(payload: Folder | _Gone, query: Query) -> Json:
         if isinstance(payload, _Gone):
