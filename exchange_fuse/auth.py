@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import ssl
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,8 +216,11 @@ class _MsalHttpClient(httpx.Client):
 class TokenProvider:
     """Hands out app-only access tokens for Graph, fetching new ones as they expire.
 
-    NB: every MSAL call runs in a worker thread under ``_lock``, so tokens are never
-    fetched twice at once, whatever the number of tasks asking.
+    NB: every MSAL call runs in a worker thread under ``_acquiring``, so tokens are never
+    fetched twice at once, whatever the number of tasks asking. A task that stops waiting
+    (its FUSE request timed out) leaves the thread to finish on its own: the token it
+    brings is kept for the next caller, and a stalled identity platform never holds a
+    request past its deadline.
     """
 
     def __init__(
@@ -239,6 +243,8 @@ class TokenProvider:
         self._http = _MsalHttpClient(verify=ssl_context(ca_bundle), proxy=proxy, timeout=timeout)
         self._app: msal.ConfidentialClientApplication | None = None
         self._lock = trio.Lock()
+        # Held by the worker thread for the whole MSAL call, which may outlive its caller.
+        self._acquiring = threading.Lock()
         self._token: str | None = None
         self._usable_until = 0.0  # time.monotonic() value
         self.acquisitions = 0  # tokens fetched from the identity platform
@@ -253,7 +259,7 @@ class TokenProvider:
         async with self._lock:
             if self._token is not None and time.monotonic() < self._usable_until:
                 return self._token
-            return await trio.to_thread.run_sync(self._acquire)
+            return await trio.to_thread.run_sync(self._acquire, abandon_on_cancel=True)
 
     async def refresh(self, rejected_token: str) -> str:
         """A new token after Graph rejected ``rejected_token`` (expired or revoked)."""
@@ -262,7 +268,9 @@ class TokenProvider:
                 return self._token  # another task already replaced it
             self._token = None
             log.info("access token rejected by graph, fetching a new one")
-            return await trio.to_thread.run_sync(self._acquire, rejected_token)
+            return await trio.to_thread.run_sync(
+                self._acquire, rejected_token, abandon_on_cancel=True
+            )
 
     async def aclose(self) -> None:
         """Close the HTTP connections to the authority."""
@@ -276,6 +284,18 @@ class TokenProvider:
 
     def _acquire(self, rejected_token: str | None = None) -> str:
         """Get a token from MSAL (its cache or the identity platform). Runs in a thread."""
+        with self._acquiring:
+            # An abandoned acquisition may have finished while this thread waited.
+            token = self._token
+            if (
+                token is not None
+                and token != rejected_token
+                and time.monotonic() < self._usable_until
+            ):
+                return token
+            return self._acquire_now(rejected_token)
+
+    def _acquire_now(self, rejected_token: str | None) -> str:
         app = self._application()
         if rejected_token is not None:
             _forget(app.token_cache, rejected_token)
@@ -383,7 +403,14 @@ def _refusal(result: dict[str, Any]) -> AuthError:
     return AuthError(error, codes=codes, hint=hint, description=first_line)
 
 
-def _unavailable(exc: httpx.HTTPError) -> AuthUnavailableError:
+def _unavailable(exc: httpx.HTTPError) -> AuthError:
+    if _untrusted_certificate(exc):
+        # Not transient: retrying cannot help until the CA is configured.
+        return AuthError(
+            "untrusted_certificate",
+            hint="the sign-in server's TLS certificate is not trusted; if a proxy or firewall "
+            "inspects TLS, give its CA certificate with ca_bundle",
+        )
     if isinstance(exc, httpx.HTTPStatusError):
         status = exc.response.status_code
         return AuthUnavailableError(
@@ -394,6 +421,15 @@ def _unavailable(exc: httpx.HTTPError) -> AuthUnavailableError:
         "unreachable",
         hint=f"the token endpoint could not be reached ({type(exc).__name__})",
     )
+
+
+def _untrusted_certificate(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _pem_blocks(text: str) -> list[tuple[str, str]]:
