@@ -33,6 +33,7 @@ import msal
 import trio
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,11 @@ class ClientCertificate:
         certificates = [block for kind, block in blocks if kind == "CERTIFICATE"]
         if not keys or not certificates:
             raise ValueError(f"{path}: expected a private key and a certificate in PEM form")
+        _require_rsa(
+            serialization.load_pem_private_key(
+                keys[0].encode(), passphrase.encode() if passphrase else None
+            )
+        )
         return cls(
             private_key_pem=keys[0],
             thumbprint=_thumbprint(certificates[0]),
@@ -166,6 +172,7 @@ class ClientCertificate:
         key, certificate, _ = pkcs12.load_key_and_certificates(Path(path).read_bytes(), password)
         if key is None or certificate is None:
             raise ValueError(f"{path}: expected a private key and a certificate")
+        _require_rsa(key)
         key_pem = key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
@@ -191,6 +198,12 @@ class ClientCertificate:
         if self.passphrase is not None:
             credential["passphrase"] = self.passphrase
         return credential
+
+
+def _require_rsa(key: object) -> None:
+    # Entra ID takes RS256 and PS256 client assertions only, so only RSA keys sign in.
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError("the private key must be an RSA key (Entra ID accepts no other kind)")
 
 
 def ssl_context(ca_bundle: str | None) -> ssl.SSLContext:

@@ -1,8 +1,13 @@
 """The Entra ID side: OpenID discovery, the client-credentials token endpoint, bearer checks.
 
 Errors follow Entra ID's shape (``error``, ``error_description`` with an AADSTS code,
-``error_codes``, trace and correlation ids). Access tokens are opaque random strings, as
-clients must treat Graph tokens anyway; the emulator remembers what it issued.
+``error_codes``, trace and correlation ids). Access tokens are JWTs carrying the
+application's ``roles``, as Entra ID issues them for Graph (clients must still treat them as
+opaque); the emulator remembers what it issued, so it can expire and revoke them.
+
+An application without a Mail role (a delegated permission only, or no admin consent) gets
+tokens all the same, and Graph answers 403 ``ErrorAccessDenied`` to every mail request, as
+Exchange Online does.
 """
 
 from __future__ import annotations
@@ -40,6 +45,12 @@ class Credentials:
 class IssuedToken:
     client_id: str
     expires: float
+    roles: tuple[str, ...] = ()
+
+
+# Tokens older than this, or not yet valid by more than this, are refused (Entra ID allows
+# a few minutes of clock difference in client assertions).
+CLOCK_LEEWAY_S = 300
 
 
 class TokenError(Exception):
@@ -87,11 +98,17 @@ class Authority:
         certificates: list[x509.Certificate],
         *,
         accepted_scopes: set[str],
+        roles: tuple[str, ...] = ("Mail.ReadWrite",),
+        clock_offset: float = 0.0,
     ) -> None:
         self.credentials = credentials
         self.certificates = certificates
         self.accepted_scopes = {scope.lower() for scope in accepted_scopes}
+        self.roles = roles
+        # Seconds this "server" clock runs ahead of the machine's, to stage clock skew.
+        self.clock_offset = clock_offset
         self.tokens: dict[str, IssuedToken] = {}
+        self._signing_key = secrets.token_bytes(32)
 
     def discovery(self, origin: str, tenant: str) -> dict[str, object]:
         self._check_tenant(tenant)
@@ -182,9 +199,21 @@ class Authority:
                 "or 'client_secret'.",
             )
 
-        token = secrets.token_urlsafe(48)
+        now = time.time()
+        claims = {
+            "aud": "https://graph.microsoft.com",
+            "iss": f"https://sts.windows.net/{self.credentials.tenant_id}/",
+            "iat": int(now),
+            "nbf": int(now),
+            "exp": int(now + lifetime),
+            "appid": self.credentials.client_id,
+            "tid": self.credentials.tenant_id,
+            "roles": list(self.roles),
+            "jti": secrets.token_urlsafe(12),
+        }
+        token = jwt.encode(claims, self._signing_key, algorithm="HS256")
         self._forget_expired()
-        self.tokens[token] = IssuedToken(self.credentials.client_id, time.time() + lifetime)
+        self.tokens[token] = IssuedToken(self.credentials.client_id, now + lifetime, self.roles)
         log.debug("issued a token valid for %d s", lifetime)
         return {
             "token_type": "Bearer",
@@ -223,15 +252,14 @@ class Authority:
                 certificate.public_key(),  # type: ignore[arg-type]
                 algorithms=["RS256", "PS256"],
                 audience=token_endpoint,
-                options={"require": ["exp", "aud", "iss", "sub"]},
+                # Times are checked below against this server's own clock.
+                options={
+                    "require": ["exp", "aud", "iss", "sub"],
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                },
             )
-        except jwt.ExpiredSignatureError:
-            raise TokenError(
-                401,
-                "invalid_client",
-                700024,
-                "Client assertion is not within its valid time range.",
-            ) from None
         except jwt.InvalidAudienceError:
             raise TokenError(
                 401,
@@ -246,6 +274,15 @@ class Authority:
                 700027,
                 "Client assertion failed signature validation.",
             ) from None
+        now = time.time() + self.clock_offset
+        expires, not_before = float(claims["exp"]), float(claims.get("nbf", 0))
+        if expires < now - CLOCK_LEEWAY_S or not_before > now + CLOCK_LEEWAY_S:
+            raise TokenError(
+                401,
+                "invalid_client",
+                700024,
+                "Client assertion is not within its valid time range.",
+            )
         client_id = self.credentials.client_id.lower()
         if str(claims.get("iss", "")).lower() != client_id or (
             str(claims.get("sub", "")).lower() != client_id
@@ -296,6 +333,10 @@ class Authority:
             raise _unauthorized("Invalid JWT token. The token is malformed or was revoked.")
         if issued.expires <= time.time():
             raise _unauthorized("Lifetime validation failed, the token is expired.")
+        if not any(role.startswith("Mail.") for role in issued.roles):
+            raise GraphError(
+                403, "ErrorAccessDenied", "Access is denied. Check credentials and try again."
+            )
         return issued.client_id
 
 

@@ -137,6 +137,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PEM",
         help="a public certificate whose key may sign client assertions",
     )
+    serving.add_argument(
+        "--app-roles",
+        default="Mail.ReadWrite",
+        metavar="ROLES",
+        help="application permissions the app holds, comma-separated (empty: none, as with a "
+        "delegated permission only or no admin consent)",
+    )
+    serving.add_argument(
+        "--clock-offset",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="run the token endpoint's clock this far ahead (negative: behind)",
+    )
     serving.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
 
     faults = parser.add_argument_group("limits and faults (also settable at run time)")
@@ -223,7 +237,13 @@ def build_emulator(args: argparse.Namespace) -> Emulator:
     return Emulator(
         store,
         settings,
-        Authority(credentials, certificates, accepted_scopes={GRAPH_SCOPE}),
+        Authority(
+            credentials,
+            certificates,
+            accepted_scopes={GRAPH_SCOPE},
+            roles=tuple(role.strip() for role in args.app_roles.split(",") if role.strip()),
+            clock_offset=args.clock_offset,
+        ),
     )
 
 

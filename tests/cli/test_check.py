@@ -131,3 +131,48 @@ def test_tls_interception(emulator: Emulator, tmp_path: Path) -> None:
 def test_bad_configuration(emulator: Emulator, tmp_path: Path) -> None:
     line = failure(check(emulator, tmp_path, "--mailbox", GOOD, "--poll-interval", "soon"))
     assert "--poll-interval" in line
+
+
+def test_no_application_permission(state: Path, tmp_path: Path) -> None:
+    """A delegated permission only, or no admin consent: the token has no Mail role."""
+    with running_emulator(
+        tmp_path / "run", f"--mailbox={GOOD}={state / 'good.json'}", "--app-roles="
+    ) as emulator:
+        line = failure(check(emulator, tmp_path, "--mailbox", GOOD))
+    assert "no Mail application permission" in line and "admin consent" in line
+    assert "delegated" in line
+
+
+def test_read_permission_only_is_enough_for_a_read_only_mount(state: Path, tmp_path: Path) -> None:
+    with running_emulator(
+        tmp_path / "run", f"--mailbox={GOOD}={state / 'good.json'}", "--app-roles=Mail.Read"
+    ) as emulator:
+        line = failure(check(emulator, tmp_path, "--mailbox", GOOD))
+        assert "Mail.ReadWrite" in line and "read_only" in line
+        result = check(emulator, tmp_path, "--mailbox", GOOD, "--read-only")
+        assert result.returncode == 0, result.stdout
+
+
+def test_clock_skew_with_a_certificate(state: Path, tmp_path: Path) -> None:
+    authority = trustme.CA(key_type=trustme.KeyType.RSA)
+    issued = authority.issue_cert("exchange-fuse.example", key_type=trustme.KeyType.RSA)
+    credential = tmp_path / "app.pem"
+    credential.write_bytes(issued.private_key_pem.bytes() + issued.cert_chain_pems[0].bytes())
+    public = tmp_path / "public.pem"
+    public.write_bytes(issued.cert_chain_pems[0].bytes())
+    with running_emulator(
+        tmp_path / "run", f"--mailbox={GOOD}={state / 'good.json'}", f"--cert={public}",
+        "--clock-offset=3600",
+    ) as emulator:  # fmt: skip
+        arguments = [
+            f"--tenant={emulator.tenant_id}", f"--client-id={emulator.client_id}",
+            f"--graph-url={emulator.graph_url}", f"--authority-url={emulator.authority_url}",
+            f"--ca-bundle={emulator.ca_bundle}", f"--certificate-file={credential}",
+            f"--mailbox={GOOD}",
+        ]  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, "-m", "exchange_fuse", "check", *arguments],
+            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    line = failure(result)
+    assert "clock" in line

@@ -199,8 +199,8 @@ def test_secret_sources_in_order(tmp_path: Path) -> None:
 
 
 def test_certificate_credentials(tmp_path: Path) -> None:
-    authority = trustme.CA()
-    certificate = authority.issue_cert("app.example")
+    authority = trustme.CA(key_type=trustme.KeyType.RSA)
+    certificate = authority.issue_cert("app.example", key_type=trustme.KeyType.RSA)
     pem = tmp_path / "app.pem"
     certificate.private_key_and_cert_chain_pem.write_to_path(str(pem))
 
@@ -211,6 +211,12 @@ def test_certificate_credentials(tmp_path: Path) -> None:
 
     with pytest.raises(config.ConfigError, match="not both"):
         build({"certificate_file": str(pem), "client_secret_file": str(pem)})
+    elliptic = tmp_path / "elliptic.pem"
+    trustme.CA().issue_cert("app.example").private_key_and_cert_chain_pem.write_to_path(
+        str(elliptic)
+    )
+    with pytest.raises(config.ConfigError, match="must be an RSA key"):
+        build({"certificate_file": str(elliptic)}, environment={})
     broken = tmp_path / "broken.pem"
     broken.write_text("not a certificate")
     with pytest.raises(config.ConfigError, match=r"certificate_file: .* not usable"):
