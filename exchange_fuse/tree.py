@@ -23,7 +23,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -94,6 +94,11 @@ class FileNode:
     size: int | None = None
 
     @property
+    def identity(self) -> tuple[str, str, str]:
+        """The attachment this file shows, as (mailbox, message id, attachment id)."""
+        return (self.mailbox, self.message.id, self.attachment.id)
+
+    @property
     def key(self) -> str:
         """Identifies the content: the same attachment always has the same key."""
         return f"{self.mailbox}\0{self.message.id}\0{self.attachment.id}"
@@ -156,7 +161,9 @@ class Namespace:
         self.options = options or NamespaceOptions()
         self._clock = clock
         self._nodes: dict[int, Node] = {}
-        self._inode_by_key: dict[str, int] = {}
+        # Tuples share their strings with the records: far smaller than joined text keys
+        # when a mount lists hundreds of thousands of attachments.
+        self._inode_by_key: dict[tuple[str, ...], int] = {}
         self._next_inode = ROOT_INODE + 1
         self._lookups: dict[int, int] = {}
         self._listing_locks: dict[int, trio.Lock] = {}
@@ -184,7 +191,7 @@ class Namespace:
             mailbox_dir.folder = root_folder
         else:
             mailbox_dir = self._directory(
-                f"mailbox\0{mailbox}",
+                ("mailbox", mailbox),
                 naming.folder_entry_name(mailbox).render(),
                 self.root,
                 mailbox,
@@ -224,7 +231,7 @@ class Namespace:
                 folder_path = f"{path}/{folder.display_name}" if path else folder.display_name
                 if self._folder_excluded(folder_path):
                     continue
-                key = f"folder\0{mailbox}\0{folder.id}"
+                key = ("folder", mailbox, folder.id)
                 inode = self._inode_by_key.get(key)
                 known = by_inode.get(inode) if inode is not None else None
                 base = naming.folder_entry_name(folder.display_name)
@@ -261,7 +268,7 @@ class Namespace:
 
     def _directory(
         self,
-        key: str,
+        key: tuple[str, ...],
         name: str,
         parent: DirectoryNode,
         mailbox: MailboxAddress,
@@ -285,7 +292,7 @@ class Namespace:
         self._nodes[inode] = node
         return node
 
-    def _allocate(self, key: str) -> int:
+    def _allocate(self, key: tuple[str, ...]) -> int:
         inode = self._next_inode
         self._next_inode += 1
         self._inode_by_key[key] = inode
@@ -333,7 +340,7 @@ class Namespace:
         assert directory.mailbox is not None
         mailbox = directory.mailbox
         old_files = directory.files or {}
-        old_by_key = {node.key: node for node in old_files.values()}
+        old_by_key = {node.identity: node for node in old_files.values()}
 
         wanted: list[tuple[datetime, str, int, MessageRecord, AttachmentRecord]] = []
         for message in messages:
@@ -346,12 +353,14 @@ class Namespace:
         files: dict[str, FileNode] = {}
         taken = set(directory.subfolders)
         added: list[FileNode] = []
-        fresh: list[tuple[naming.EntryName, str, MessageRecord, AttachmentRecord]] = []
+        fresh: list[
+            tuple[naming.EntryName, tuple[str, str, str], MessageRecord, AttachmentRecord]
+        ] = []
 
         # Attachments already shown keep their names; new ones are named afterwards, oldest
         # first, so a newcomer never takes a name away from an entry the kernel knows.
         for _, _, _, message, attachment in wanted:
-            key = f"{mailbox}\0{message.id}\0{attachment.id}"
+            key = (mailbox, message.id, attachment.id)
             existing = old_by_key.pop(key, None)
             if existing is not None and existing.name not in taken:
                 existing.message = message
@@ -365,9 +374,9 @@ class Namespace:
             fresh.append((entry_name, key, message, attachment))
 
         self._release_retired(directory)
-        for entry_name, key, message, attachment in fresh:
+        for entry_name, identity, message, attachment in fresh:
             name = _first_free(entry_name, taken | directory.retired.keys())
-            node = self._file(key, name, directory, mailbox, message, attachment)
+            node = self._file(identity, name, directory, mailbox, message, attachment)
             files[name] = node
             taken.add(name)
             added.append(node)
@@ -424,7 +433,7 @@ class Namespace:
 
     def _file(
         self,
-        key: str,
+        key: tuple[str, str, str],
         name: str,
         parent: DirectoryNode,
         mailbox: MailboxAddress,
@@ -577,7 +586,7 @@ class Namespace:
         return self._lookups.get(inode, 0)
 
 
-def _first_free(entry_name: naming.EntryName, taken: set[str] | dict[str, object]) -> str:
+def _first_free(entry_name: naming.EntryName, taken: Container[str]) -> str:
     ordinal = 1
     while True:
         name = entry_name.render(ordinal)
