@@ -54,6 +54,10 @@ class ContentHandle:
             return self._reader.read(offset, size)
 
         if self._download is None or self._download.done.is_set():
+            if self._download is not None and self._download.error is not None:
+                # The kernel reads again after an error; a download per retry would spend
+                # Graph's retry budget again each time. Opening the file again tries anew.
+                raise self._download.error
             self._download = self._service.start_download(self.file)
         download = self._download
         await download.size_known.wait()

@@ -111,6 +111,11 @@ _MAX_ERROR_BODY = 64 * 1024
 _MAX_PAGES = 100_000  # a server that links pages in a circle must not keep us forever
 _THROTTLE_WARNING_INTERVAL_S = 60.0
 
+# Kinds of malformed items already warned about (see _odd_answer), and how many kinds a
+# server that makes up new ones may add.
+_odd_answers_seen: set[str] = set()
+_MAX_ODD_ANSWERS = 100
+
 
 class GraphError(Exception):
     """Graph refused or failed a request.
@@ -787,7 +792,8 @@ class GraphClient:
     def _give_up(self, what: str, exc: GraphError, attempts: int) -> None:
         exc.attempts = attempts
         self.stats.failures += 1
-        log.warning("%s failed after %d attempt(s): %s", what, attempts, exc)
+        # The error names the request; ``what`` would only repeat it.
+        log.warning("graph request failed after %d attempt(s), giving up: %s", attempts, exc)
 
     @asynccontextmanager
     async def _open(
@@ -1040,7 +1046,7 @@ def _page_items(page: dict[str, Any], url: str) -> Iterator[dict[str, Any]]:
         if isinstance(item, dict):
             yield item
         else:
-            log.debug("%s: skipping a list item that is not an object", _path(url))
+            _odd_answer("a list item that is not an object", "skipped")
 
 
 def _parse_folder(item: dict[str, Any]) -> FolderRecord | None:
@@ -1063,7 +1069,7 @@ def _parse_folder(item: dict[str, Any]) -> FolderRecord | None:
 def _parse_message(item: dict[str, Any], folder_id: FolderId) -> MessageRecord | None:
     message_id = _text(item.get("id"))
     if not message_id:
-        log.debug("skipping a message without an id")
+        _odd_answer("a message without an id", "not shown")
         return None
     sender = item.get("from")
     address = sender.get("emailAddress") if isinstance(sender, dict) else None
@@ -1099,14 +1105,14 @@ def _parse_message(item: dict[str, Any], folder_id: FolderId) -> MessageRecord |
 def _parse_attachment(item: dict[str, Any]) -> AttachmentRecord | None:
     attachment_id = _text(item.get("id"))
     if not attachment_id:
-        log.debug("skipping an attachment without an id")
+        _odd_answer("an attachment without an id", "not shown")
         return None
     odata_type = (_text(item.get("@odata.type")) or "").casefold()
     kind = _ATTACHMENT_KINDS.get(odata_type)
     if kind is None:
         # An unknown or missing type is served as a file: $value gives its bytes or a
         # clear error, and nothing silently disappears.
-        log.debug("attachment type %r taken as a file attachment", odata_type)
+        _odd_answer(f"attachment type {odata_type[:80]!r}", "served as a file attachment")
         kind = AttachmentKind.FILE
     item_type = None
     embedded = item.get("item")
@@ -1123,6 +1129,19 @@ def _parse_attachment(item: dict[str, Any]) -> AttachmentRecord | None:
         item_type=item_type,
         source_url=_text(item.get("sourceUrl")) if kind is AttachmentKind.REFERENCE else None,
     )
+
+
+def _odd_answer(what: str, outcome: str) -> None:
+    """Note an item Graph should not send: WARNING the first time, DEBUG afterwards.
+
+    A listing is read again at every change, so one odd item would otherwise repeat its
+    warning at every poll.
+    """
+    if what in _odd_answers_seen or len(_odd_answers_seen) >= _MAX_ODD_ANSWERS:
+        log.debug("graph sent %s again: %s", what, outcome)
+        return
+    _odd_answers_seen.add(what)
+    log.warning("graph sent %s: %s (later ones are logged at debug level)", what, outcome)
 
 
 def _text(value: object) -> str | None:

@@ -89,7 +89,7 @@ class Poller:
             return
         if what in self._stale:
             self._stale.discard(what)
-            log.info("%s is fresh again", what)
+            log.info("refreshed %s again, the listing is current", what)
 
     async def _poll_tree(self, mailbox_dir: DirectoryNode) -> None:
         mailbox = mailbox_dir.mailbox
