@@ -16,7 +16,7 @@ import jwt
 from . import auth, graph
 from .config import Config
 from .diagnosis import explain, explain_policy_denial
-from .mail import AttachmentKind, FolderRecord, MailboxAddress
+from .mail import AttachmentId, AttachmentKind, FolderRecord, MailboxAddress, MessageId
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ async def _check_mailbox(
 
 async def _first_attachment(
     client: graph.GraphClient, mailbox: MailboxAddress, folders: list[FolderRecord]
-) -> tuple[str, str, str, str] | None:
+) -> tuple[str, MessageId, AttachmentId, str] | None:
     # Inbox-like folders first: they are the likeliest to hold attachments.
     ordered = sorted(folders, key=lambda folder: -folder.total_item_count)
     for folder in ordered[:FOLDERS_TO_SEARCH]:

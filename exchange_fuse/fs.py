@@ -12,7 +12,7 @@ import functools
 import logging
 import os
 import stat
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
@@ -62,7 +62,7 @@ def errno_for(exc: BaseException) -> int:
             return errno.EIO
 
 
-def _errors(handler: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+def _errors(handler: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
     """Turn every failure of a handler into a FUSEError, logging what the user cannot see."""
 
     @functools.wraps(handler)

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 import trio
 
@@ -126,21 +127,18 @@ class NamespaceOptions:
     linger: float = 60.0
 
 
-class ListingSource:
-    """What the namespace needs from the Graph client (a protocol, for the tests' sake)."""
+class ListingSource(Protocol):
+    """What the namespace needs from the Graph client."""
 
     async def list_folder_tree(
         self, mailbox: MailboxAddress, *, include_hidden: bool = False
-    ) -> list[FolderRecord]:
-        raise NotImplementedError
+    ) -> list[FolderRecord]: ...
 
-    async def get_mailbox_root(self, mailbox: MailboxAddress) -> FolderRecord:
-        raise NotImplementedError
+    async def get_mailbox_root(self, mailbox: MailboxAddress) -> FolderRecord: ...
 
     async def list_messages(
         self, mailbox: MailboxAddress, folder_id: FolderId
-    ) -> list[MessageRecord]:
-        raise NotImplementedError
+    ) -> list[MessageRecord]: ...
 
 
 class Namespace:
