@@ -13,7 +13,9 @@ errors, timeouts, cut connections) are retried with ``stamina``: 429 and 503 wai
 ``Retry-After``, the rest back off exponentially with jitter, within a bounded number of
 attempts and a bounded time. A 401 gets one fresh token and one more try. A call that
 still fails raises one of the typed errors below and logs one WARNING; each retry logs at
-DEBUG only.
+DEBUG only. A ``Retry-After`` longer than the retry budget (an exhausted mailbox budget)
+pauses every request to that mailbox until it has passed: calls fail at once, without
+adding to the server's count.
 
 Errors (branch on the type, ``status`` and ``code``, never on ``message``)::
 
@@ -28,6 +30,7 @@ Errors (branch on the type, ``status`` and ``code``, never on ``message``)::
      ├── CertificateError           the server's TLS certificate is not trusted
      └── TransientError             worth retrying; raised once the retry budget is spent
           ├── ThrottledError        429
+          │    └── HeldBackError    not sent: Graph's long Retry-After has not passed
           ├── ServiceUnavailableError  5xx
           └── TransportError        network error, cut connection, truncated body
                └── GraphTimeoutError   no answer within the request timeout
@@ -53,7 +56,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 import stamina
@@ -201,6 +204,10 @@ class TransientError(GraphError):
 
 class ThrottledError(TransientError):
     """429: Graph is throttling this application or mailbox."""
+
+
+class HeldBackError(ThrottledError):
+    """Not sent: Graph asked for a pause longer than the retry budget, still running."""
 
 
 class ServiceUnavailableError(TransientError):
@@ -407,6 +414,8 @@ class GraphClient:
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._last_throttle_warning = -_THROTTLE_WARNING_INTERVAL_S
+        # Mailbox -> trio time before which nothing is sent to it (a long Retry-After).
+        self._paused_until: dict[str, float] = {}
         self._root_ids: dict[MailboxAddress, FolderId] = {}  # folder ids never change
         self.stats = GraphStats()
 
@@ -792,6 +801,10 @@ class GraphClient:
     def _give_up(self, what: str, exc: GraphError, attempts: int) -> None:
         exc.attempts = attempts
         self.stats.failures += 1
+        if isinstance(exc, HeldBackError):
+            # The pause was announced once when it began.
+            log.debug("%s: %s", what, exc)
+            return
         # The error names the request; ``what`` would only repeat it.
         log.warning("graph request failed after %d attempt(s), giving up: %s", attempts, exc)
 
@@ -812,6 +825,7 @@ class GraphClient:
         headers have arrived, and the body streams under that slot. A 401 makes it fetch
         a new token and try once more.
         """
+        self._check_pause(method, url)
         token = await self._access_token()
         for may_refresh in (True, False):
             async with self._slot():
@@ -897,6 +911,23 @@ class GraphClient:
             self.stats.in_flight -= 1
             self._limiter.release_on_behalf_of(borrower)
 
+    def _check_pause(self, method: str, url: str) -> None:
+        """Refuse to send while a pause Graph asked for, for this mailbox, still runs."""
+        mailbox = _mailbox_of(url)
+        until = self._paused_until.get(mailbox)
+        if until is None:
+            return
+        remaining = until - trio.current_time()
+        if remaining <= 0:
+            del self._paused_until[mailbox]
+            log.info("graph's pause for %s is over, sending requests again", mailbox or "graph")
+            return
+        raise HeldBackError(
+            f"{method} {_path(url)}: not sent, graph asked to wait {remaining:.0f} s more",
+            status=429,
+            retry_after=remaining,
+        )
+
     async def _access_token(self) -> str:
         try:
             return await self._tokens.token()
@@ -920,7 +951,18 @@ class GraphClient:
         if kind is ThrottledError:
             self.stats.throttled += 1
             now = trio.current_time()
-            if now - self._last_throttle_warning >= _THROTTLE_WARNING_INTERVAL_S:
+            if retry_after is not None and retry_after > self._retry_timeout:
+                mailbox = _mailbox_of(url)
+                if mailbox not in self._paused_until:
+                    log.warning(
+                        "graph asks for no requests to %s for %.0f s (%s); files not in the "
+                        "cache cannot be read until then",
+                        mailbox or "graph",
+                        retry_after,
+                        code,
+                    )
+                self._paused_until[mailbox] = now + retry_after
+            elif now - self._last_throttle_warning >= _THROTTLE_WARNING_INTERVAL_S:
                 self._last_throttle_warning = now
                 log.warning(
                     "graph is throttling requests (%s, retry after %ss); slowing down",
@@ -1164,6 +1206,14 @@ def _timestamp(value: object) -> datetime | None:
     except ValueError:
         return None
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def _mailbox_of(url: str) -> str:
+    """The mailbox a request is about (``/users/{mailbox}/...``), or "" for none."""
+    segments = urlsplit(url).path.split("/")
+    if "users" in segments[:-1]:
+        return unquote(segments[segments.index("users") + 1]).casefold()
+    return ""
 
 
 def _path(url: str) -> str:

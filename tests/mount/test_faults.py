@@ -289,13 +289,15 @@ def test_network_outage_serves_cache_and_listings_then_resumes_without_remount(
     cached = sorted(truth["Statements"])[:3]
     for name in cached:
         assert sha256_of(statements / name) == truth["Statements"][name]
-    uncached = sorted(truth["Statements"])[100]
+    uncached, unstated = sorted(truth["Statements"])[100:102]
 
     os.kill(emulator.process.pid, signal.SIGSTOP)
     try:
         listing = timed("ls", str(statements))
         cached_read = timed("sha256sum", str(statements / cached[0]))
         uncached_read = timed("cat", str(statements / uncached))
+        # stat needs the exact size, which only a download tells.
+        uncached_stat = timed("stat", str(statements / unstated))
         never_listed = timed("ls", str(mounted.mountpoint / "Inbox"))
         wait_until(lambda: "serving the last listing" in mounted.log(), timeout=15)
     finally:
@@ -303,6 +305,7 @@ def test_network_outage_serves_cache_and_listings_then_resumes_without_remount(
     print(
         f"\nduring the outage: ls {listing.seconds:.2f} s, cached read "
         f"{cached_read.seconds:.2f} s, uncached read EIO after {uncached_read.seconds:.2f} s, "
+        f"its stat EIO after {uncached_stat.seconds:.2f} s, "
         f"unlisted folder EIO after {never_listed.seconds:.2f} s"
     )
 
@@ -313,6 +316,9 @@ def test_network_outage_serves_cache_and_listings_then_resumes_without_remount(
     assert uncached_read.returncode == 1
     assert "Input/output error" in uncached_read.stderr
     assert uncached_read.seconds < 3 + 3
+    assert uncached_stat.returncode == 1
+    assert "Input/output error" in uncached_stat.stderr
+    assert uncached_stat.seconds < 3 + 3
     assert never_listed.returncode != 0
     assert "Input/output error" in never_listed.stderr
     assert never_listed.seconds < 3 + 3
@@ -324,9 +330,50 @@ def test_network_outage_serves_cache_and_listings_then_resumes_without_remount(
     wait_until(lambda: os.listdir(incoming) == ["Late-late.pdf"], timeout=20)
     assert (incoming / "Late-late.pdf").read_bytes() == b"%PDF late"
     assert sha256_of(statements / uncached) == truth["Statements"][uncached]
+    assert os.stat(statements / unstated).st_size == len((statements / unstated).read_bytes())
     assert len(os.listdir(mounted.mountpoint / "Inbox")) == 0
     wait_until(lambda: "the listing is current" in mounted.log(), timeout=15)
     assert_daemon_healthy(mounted)
+
+
+def test_a_spent_mailbox_budget_fails_reads_at_once_and_sends_nothing_until_it_renews(
+    emulator: Emulator, truth: dict[str, dict[str, str]], mount: MountFactory
+) -> None:
+    # Retries give up within half a second, so any Retry-After outlasts them.
+    mounted = mount(emulator, MAILBOX, *SHORT_TIMEOUTS, "--retry-time", "0.5")
+    statements = mounted.mountpoint / "Statements"
+    refused_name, held_back_name = sorted(truth["Statements"])[200:202]
+    assert len(os.listdir(statements)) == STATEMENTS
+
+    # One request per 6 s window, and the listing just used it: the next request gets 429
+    # with a Retry-After of several seconds.
+    emulator.set_faults(mailbox_budget=1, budget_window_s=6)
+    refused = timed("cat", str(statements / refused_name))
+    sent = emulator.stats()["requests_total"]
+    held_back = timed("cat", str(statements / held_back_name))
+    print(
+        f"\nmailbox budget spent: EIO after {refused.seconds:.2f} s, then after "
+        f"{held_back.seconds:.2f} s without a request"
+    )
+
+    for result in (refused, held_back):
+        assert result.returncode == 1
+        assert "Input/output error" in result.stderr
+        assert result.seconds < 2
+    assert emulator.stats()["requests_total"] == sent
+    assert "graph asks for no requests to ledger@example.com" in mounted.log()
+
+    # Once Graph's pause is over, reads reach Graph again and work.
+    emulator.reset_faults()
+    wait_until(lambda: reads(statements / held_back_name), timeout=15, step=0.5)
+    assert "sending requests again" in mounted.log()
+    assert sha256_of(statements / refused_name) == truth["Statements"][refused_name]
+    assert sha256_of(statements / held_back_name) == truth["Statements"][held_back_name]
+    assert_daemon_healthy(mounted)
+
+
+def reads(path: Path) -> bool:
+    return subprocess.run(["cat", str(path)], capture_output=True).returncode == 0
 
 
 def test_ctrl_c_during_a_stalled_read_ends_cp_at_once(
