@@ -1,7 +1,7 @@
 """Resident memory per listed attachment: RSS with 100,000 attachments listed minus RSS empty.
 
 The mailbox has 5 folders of 10,000 messages with two attachments each (one folder with
-``--quick``: 10,000 attachments). "Empty" is the mount right after start-up, with the folder
+``--quick``: 20,000 attachments). "Empty" is the mount right after start-up, with the folder
 tree loaded and no folder listed; then every folder is listed with ``ls``.
 """
 

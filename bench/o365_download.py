@@ -106,7 +106,8 @@ def main() -> int:
             return 1
 
         started = time.perf_counter()
-        folder = account.mailbox().inbox_folder().get_folder(folder_name=args.folder)
+        inbox = account.mailbox().inbox_folder()
+        folder = next(found for found in inbox.get_folders() if found.name == args.folder)
         messages = files = size = 0
         for message in folder.get_messages(limit=None):
             messages += 1

@@ -29,22 +29,21 @@ def run(options: rig.Options) -> list[Row]:
     rounds = 2 if options.quick else 3
     spec = f"address={MAILBOX},folders={FOLDERS},messages=20,attachments=1,size=1k,seed=51"
     directory = options.work / "polling"
-    with (
-        rig.emulator(options, "polling", [spec]) as emulator,
-        rig.mounted(emulator, MAILBOX, directory, "--poll-interval", str(interval)) as mount,
-    ):
-        inbox = mount.mountpoint / "Inbox"
-        for number in range(1, FOLDERS + 1):
-            rig.timed(["ls", inbox / f"Folder {number:02d}"])
-        # Two round starts after every folder was listed: the first full rounds are over.
-        emulator.reset_stats()
-        _wait_rounds(emulator, 2, timeout=20 * interval + 120)
-        rig.wait_quiet(emulator, quiet=2.0)
+    with rig.emulator(options, "polling", [spec]) as emulator:
+        rig.start_change_sequence(emulator, MAILBOX)
+        with rig.mounted(emulator, MAILBOX, directory, "--poll-interval", str(interval)) as mount:
+            inbox = mount.mountpoint / "Inbox"
+            for number in range(1, FOLDERS + 1):
+                rig.timed(["ls", inbox / f"Folder {number:02d}"])
+            # Two round starts after every folder was listed: the first full rounds are over.
+            emulator.reset_stats()
+            _wait_rounds(emulator, 2, timeout=20 * interval + 120)
+            rig.wait_quiet(emulator, quiet=2.0)
 
-        emulator.reset_stats()
-        durations = _wait_rounds(emulator, rounds, timeout=rounds * interval * 4 + 120)
-        rig.wait_quiet(emulator, quiet=2.0)
-        stats = emulator.stats()
+            emulator.reset_stats()
+            durations = _wait_rounds(emulator, rounds, timeout=rounds * interval * 4 + 120)
+            rig.wait_quiet(emulator, quiet=2.0)
+            stats = emulator.stats()
 
     counted = _round_starts(stats)
     per_round = rig.graph_requests(stats) / counted

@@ -69,7 +69,7 @@ def run(options: rig.Options) -> list[Row]:
                     details.append(f"a warm cat downloaded {downloads} bytes")
 
     local_rate = length / rig.median(local)
-    what = f"warm cat, {length / _MB:.0f} MB cached"
+    what = f"warm cat, {length / 2**20:.0f} MiB cached"
 
     def rate_row(label: str, times: list[float], bound_rate: float, target: bool) -> Row:
         rate = length / rig.median(times)
@@ -84,7 +84,9 @@ def run(options: rig.Options) -> list[Row]:
     rows = [
         rate_row(f"{what}, new mount (daemon reads)", new_mount, local_rate, True),
         rate_row(f"{what}, same mount (page cache)", same_mount, local_rate, True),
-        rate_row(f"cold cat, {length / _MB:.0f} MB", [cold], plain.bytes / plain.seconds, False),
+        rate_row(
+            f"cold cat, {length / 2**20:.0f} MiB", [cold], plain.bytes / plain.seconds, False
+        ),
     ]
     rows[-1].details.append(
         f"bound: one plain download of the attachment, {plain.seconds:.2f} s; cat {cold:.2f} s"

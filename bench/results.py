@@ -60,7 +60,8 @@ class Row:
 
 def failed_row(benchmark: str, error: BaseException, targets: int) -> list[Row]:
     """Rows for a benchmark that could not run: each of its targets counts as missed."""
-    text = f"{type(error).__name__}: {error}".splitlines()[0][:160]
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = f"{type(error).__name__}: " + " | ".join(lines)[-400:]
     return [
         Row(
             benchmark,

@@ -81,6 +81,16 @@ def materialise(emulator: Emulator, mailbox: str, folder_id: str) -> None:
         client.get(url).raise_for_status()
 
 
+def start_change_sequence(emulator: Emulator, mailbox: str) -> None:
+    """Make one change in the mailbox before a mount polls it.
+
+    The emulator numbers changes per mailbox, and a generated mailbox that nothing has
+    changed is still at 0; the emulator then answers every delta round as a first round
+    (everything that exists), where Graph would answer "no changes". One change avoids it.
+    """
+    emulator.create_folder(mailbox, "msgfolderroot", "Changed once")
+
+
 def graph_requests(stats: dict[str, Any]) -> int:
     """Graph requests answered (token requests are not Graph requests)."""
     return int(stats["requests_total"])

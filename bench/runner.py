@@ -108,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr
     )
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     work = arguments.work_dir or Path(tempfile.mkdtemp(prefix="exchange-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     options = rig.Options(
