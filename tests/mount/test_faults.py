@@ -94,6 +94,17 @@ MAILBOX_DESCRIPTION = {
             ],
         },
         {"name": "Incoming"},
+        {
+            "name": "Journal",
+            "messages": [
+                {
+                    "subject": f"Entry {number}",
+                    "received": f"2024-07-0{number}T08:00:00Z",
+                    "attachments": [{"name": "entry.csv", "content": f"entry,{number}\n"}],
+                }
+                for number in (1, 2, 3)
+            ],
+        },
     ]
 }
 
@@ -503,3 +514,48 @@ def restart_and_check(
         assert_daemon_healthy(again)
     finally:
         tear_down(again)
+
+
+def test_expired_delta_and_moved_mail_keep_names_inodes_and_content(
+    emulator: Emulator, mount: MountFactory
+) -> None:
+    mounted = mount(emulator, MAILBOX, "--poll-interval", "1", *FAST_RETRIES)
+    emulator.reset_stats()
+    journal = mounted.mountpoint / "Journal"
+    archive = mounted.mountpoint / "Archive"
+    names = ["Entry 1-entry.csv", "Entry 2-entry.csv", "Entry 3-entry.csv"]
+    assert sorted(os.listdir(journal)) == names
+    assert os.listdir(archive) == []
+    inodes = {name: os.stat(journal / name).st_ino for name in names}
+    # Both folders polled once: the poller holds a delta token for each.
+    wait_until(lambda: message_delta_requests(emulator) >= 2, timeout=10)
+
+    # Graph forgets every delta token: the next poll starts over and changes nothing.
+    emulator.expire_delta_tokens()
+    wait_until(lambda: "delta of /Journal expired" in mounted.log(), timeout=10)
+    assert sorted(os.listdir(journal)) == names
+    assert {name: os.stat(journal / name).st_ino for name in names} == inodes
+
+    # A rule moves a message to Archive: its immutable id still reads from where the
+    # kernel saw it, and the next poll shows it in Archive with the same content.
+    (entry_2,) = [
+        m
+        for m in emulator.list_messages(MAILBOX, folder_id(emulator, MAILBOX, "Journal"))
+        if m["subject"] == "Entry 2"
+    ]
+    emulator.move_message(MAILBOX, entry_2["id"], "archive")
+    assert (journal / "Entry 2-entry.csv").read_text() == "entry,2\n"
+    wait_until(lambda: os.listdir(archive) == ["Entry 2-entry.csv"], timeout=10)
+    assert sorted(os.listdir(journal)) == ["Entry 1-entry.csv", "Entry 3-entry.csv"]
+    assert (archive / "Entry 2-entry.csv").read_text() == "entry,2\n"
+    assert os.stat(journal / "Entry 1-entry.csv").st_ino == inodes["Entry 1-entry.csv"]
+    assert_daemon_healthy(mounted)
+
+
+def message_delta_requests(emulator: Emulator) -> int:
+    requests: dict[str, dict[str, int]] = emulator.stats()["requests"]
+    return sum(
+        sum(statuses.values())
+        for route, statuses in requests.items()
+        if route.endswith("/messages/delta")
+    )
