@@ -113,6 +113,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_ERROR_BODY = 64 * 1024
 _MAX_PAGES = 100_000  # a server that links pages in a circle must not keep us forever
 _THROTTLE_WARNING_INTERVAL_S = 60.0
+# Graph's longest throttling window is 10 minutes; a longer Retry-After is not believed.
+_MAX_PAUSE_S = 600.0
 
 # Kinds of malformed items already warned about (see _odd_answer), and how many kinds a
 # server that makes up new ones may add.
@@ -953,15 +955,16 @@ class GraphClient:
             now = trio.current_time()
             if retry_after is not None and retry_after > self._retry_timeout:
                 mailbox = _mailbox_of(url)
+                pause = min(retry_after, _MAX_PAUSE_S)
                 if mailbox not in self._paused_until:
                     log.warning(
                         "graph asks for no requests to %s for %.0f s (%s); files not in the "
                         "cache cannot be read until then",
                         mailbox or "graph",
-                        retry_after,
+                        pause,
                         code,
                     )
-                self._paused_until[mailbox] = now + retry_after
+                self._paused_until[mailbox] = now + pause
             elif now - self._last_throttle_warning >= _THROTTLE_WARNING_INTERVAL_S:
                 self._last_throttle_warning = now
                 log.warning(

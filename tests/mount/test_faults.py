@@ -166,8 +166,8 @@ def assert_exact_or_reported(
         if name in failed:
             continue
         assert got.get(name) == digest, name
-    if failed:
-        assert log.count("giving up") >= 1, log[-3000:]
+    explanations = log.count("giving up") + log.count("answering EIO")
+    assert explanations >= len(failed), log[-3000:]
     # The retry budget rides through these fault rates; a few EIO at most.
     assert len(failed) <= len(expected) // 100, sorted(failed)
 
@@ -423,7 +423,7 @@ def test_ctrl_c_during_a_stalled_read_ends_cp_at_once(
     )
 
     assert copying.returncode == -signal.SIGINT
-    assert stalled_read_s < 1.0
+    assert stalled_read_s < 2.0
     assert no_answer_s < 3 + 1.5
     assert len(os.listdir(mounted.mountpoint / "Statements")) == STATEMENTS
     assert_daemon_healthy(mounted)
