@@ -13,6 +13,7 @@ import logging
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,12 +50,36 @@ def machine() -> dict[str, object]:
         pass
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "code": _code_version(),
         "nproc": os.cpu_count(),
         "cpu": cpu,
         "kernel": platform.release(),
         "python": platform.python_version(),
         "load_average": os.getloadavg(),
     }
+
+
+def _code_version() -> str:
+    """The commit measured, and whether the package had changes not yet committed."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--", "exchange_fuse"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit} with uncommitted changes to exchange_fuse" if changed else commit
 
 
 def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -143,7 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"exchange-mount benchmarks, {context['mode']} mode, {context['date']}: "
         f"{context['nproc']} x {context['cpu']}, kernel {context['kernel']}, "
-        f"emulator latency {arguments.latency_ms:g} ms, {context['seconds']} s"
+        f"emulator latency {arguments.latency_ms:g} ms, {context['seconds']} s, "
+        f"code {context['code']}"
     )
     print(table(rows))
     if arguments.json:
