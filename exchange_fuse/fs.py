@@ -247,7 +247,12 @@ class MailFilesystem(pyfuse3.Operations):
             node = await self.namespace.lookup(parent_inode, os.fsdecode(name))
             if isinstance(node, DirectoryNode):
                 raise pyfuse3.FUSEError(errno.EISDIR)
-            await self.remover.remove(node)
+            try:
+                await self.remover.remove(node)
+            except graph.TransientError as exc:
+                # The attachment is still there and still listed: worth trying again later.
+                log.warning("cannot remove %s now: %s", self.namespace.path(node), exc)
+                raise pyfuse3.FUSEError(errno.EAGAIN) from None
 
     # -- extended attributes: status for a person (getfattr -d) ----------------------------
 

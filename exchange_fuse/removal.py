@@ -65,13 +65,16 @@ class Remover:
         self._namespace.remove_file(file)
         self._content.forget(file)
 
+        # The attachment is gone, so rm has done what was asked; a failure from here on
+        # leaves the message in place (never deleting more than asked) and is only logged.
         try:
             remaining = await self._graph.list_attachments(mailbox, message.id)
+            if not any(self._namespace.shows(attachment) for attachment in remaining):
+                await self._dispose_of_message(file)
         except graph.NotFoundError:
             return  # the message itself is gone
-        if any(self._namespace.shows(attachment) for attachment in remaining):
-            return
-        await self._dispose_of_message(file)
+        except graph.GraphError as exc:
+            log.warning("message of %s left in place: %s", file.name, exc)
 
     async def _dispose_of_message(self, file: FileNode) -> None:
         mailbox, message = file.mailbox, file.message
