@@ -250,3 +250,23 @@ def test_rsync_remove_source_files_moves_every_attachment_once_while_mail_arrive
         assert hashlib.sha256(received[name]).digest() == hashlib.sha256(content).digest()
     assert sorted(received) == sorted([*sent, "Two-a.pdf", "Two-b.pdf", "Logo-c.pdf"])
     assert subjects(emulator) == []
+
+
+def test_rm_during_an_outage_fails_with_eagain_and_keeps_everything(
+    emulator: Emulator, mount: MountFactory
+) -> None:
+    inbox = (
+        mount(emulator, "ops@example.com", "--retry-attempts", "2", "--retry-time", "2").mountpoint
+        / "Inbox"
+    )
+    assert "Two-a.pdf" in os.listdir(inbox)
+    emulator.set_faults(error_rates={"503": 1.0})
+    try:
+        result = subprocess.run(["rm", str(inbox / "Two-a.pdf")], capture_output=True, text=True)
+    finally:
+        emulator.reset_faults()
+    assert result.returncode != 0
+    assert "Resource temporarily unavailable" in result.stderr
+    assert "Two-a.pdf" in os.listdir(inbox)
+    assert subjects(emulator) == ["Logo", "Two"]
+    assert (inbox / "Two-a.pdf").read_bytes() == b"A"
