@@ -8,6 +8,10 @@ Graph's ``size`` is larger than the content, so the exact size is learnt from th
 the ``Content-Length`` of ``$value``, or the byte count once it ends. Asking for the size of
 an attachment therefore starts its download, which the read that usually follows (cp,
 rsync) then reuses.
+
+cp and rsync read one file at a time, which would keep one of Graph's four request slots
+busy. So when a file is opened or its size is asked for, the files listed after it are
+downloaded ahead, a few at a time, within a byte budget and a share of the cache.
 """
 
 from __future__ import annotations
@@ -21,9 +25,19 @@ from . import naming
 from .cache import CachedEntry, ContentCache, ContentReader, Fill
 from .graph import GraphClient
 from .mail import AttachmentKind
-from .tree import FileNode
+from .tree import FileNode, Namespace
 
 log = logging.getLogger(__name__)
+
+# How many files after the one being read are downloaded ahead, and how many at once: one
+# of Graph's four request slots stays free for what a tool asks for next.
+READ_AHEAD_FILES = 8
+READ_AHEAD_DOWNLOADS = 3
+# Estimated bytes downloading ahead at any time, at most, and at most this share of the cache.
+READ_AHEAD_BYTES = 64 * 1024 * 1024
+READ_AHEAD_CACHE_SHARE = 0.25
+# After a download ahead failed, none is started for this long.
+READ_AHEAD_PAUSE_S = 30.0
 
 
 @dataclass(eq=False)
@@ -75,17 +89,28 @@ class ContentHandle:
 class ContentService:
     """Starts and tracks downloads; runs them in a nursery of its own."""
 
-    def __init__(self, graph: GraphClient, cache: ContentCache) -> None:
+    def __init__(
+        self, graph: GraphClient, cache: ContentCache, namespace: Namespace | None = None
+    ) -> None:
         self.graph = graph
         self.cache = cache
+        self._namespace = namespace
         self._downloads: dict[str, _Download] = {}
         self._nursery: trio.Nursery | None = None
         self.bytes_downloaded = 0
+        self._ahead_send, self._ahead_receive = trio.open_memory_channel[FileNode](
+            READ_AHEAD_FILES * READ_AHEAD_DOWNLOADS
+        )
+        self._ahead_queued: set[str] = set()
+        self._ahead_bytes = 0
+        self._ahead_quiet_until = 0.0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve downloads until cancelled."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            for _ in range(READ_AHEAD_DOWNLOADS):
+                nursery.start_soon(self._read_ahead_worker)
             task_status.started()
             await trio.sleep_forever()
 
@@ -104,10 +129,53 @@ class ContentService:
         if download.error is not None:
             raise download.error
         assert download.size is not None
+        self.read_ahead(file)
         return download.size
 
     def open(self, file: FileNode) -> ContentHandle:
+        self.read_ahead(file)
         return ContentHandle(self, file)
+
+    def read_ahead(self, file: FileNode) -> None:
+        """Queue the files listed after this one for downloading ahead of the reader.
+
+        Called only once this file's own download answered, so a failing Graph is not
+        asked for more on speculation.
+        """
+        if self._namespace is None or trio.current_time() < self._ahead_quiet_until:
+            return
+        for follower in self._namespace.following(file, READ_AHEAD_FILES):
+            key = follower.key
+            if key in self._ahead_queued or key in self._downloads:
+                continue
+            if self.known_size(follower) is not None and self.cache.get(key) is not None:
+                continue
+            try:
+                self._ahead_send.send_nowait(follower)
+            except trio.WouldBlock:
+                return  # far enough ahead already
+            self._ahead_queued.add(key)
+
+    async def _read_ahead_worker(self) -> None:
+        async for file in self._ahead_receive:
+            self._ahead_queued.discard(file.key)
+            estimate = file.attachment.size_estimate
+            budget = min(READ_AHEAD_BYTES, self.cache.max_bytes * READ_AHEAD_CACHE_SHARE)
+            if self._ahead_bytes + estimate > budget:
+                continue  # too big to fetch on speculation: the reader will ask for it
+            if self.cache.get(file.key) is not None:
+                continue
+            if trio.current_time() < self._ahead_quiet_until:
+                continue
+            self._ahead_bytes += estimate
+            try:
+                download = self.start_download(file)
+                await download.done.wait()
+            finally:
+                self._ahead_bytes -= estimate
+            if download.error is not None:
+                # Graph is struggling: stop speculating for a while, readers come first.
+                self._ahead_quiet_until = trio.current_time() + READ_AHEAD_PAUSE_S
 
     def start_download(self, file: FileNode) -> _Download:
         """The running download of this attachment, started if there is none."""

@@ -147,7 +147,7 @@ async def serve(config: Config, *, on_ready: Callable[[], None] | None = None) -
 
         policy = _empty_message_policy(config, namespace)
         cache = ContentCache(_cache_directory(config), config.cache_max_size)
-        content = ContentService(client, cache)
+        content = ContentService(client, cache, namespace)
         filesystem = MailFilesystem(
             namespace,
             content,

@@ -75,6 +75,8 @@ class DirectoryNode:
     retired: dict[str, int] = field(default_factory=dict)
     # Attachments that went away but whose names were handed out recently: name -> deadline.
     lingering: dict[str, tuple[FileNode, float]] = field(default_factory=dict)
+    # The files in listing order, for reading ahead of tools that copy one file at a time.
+    order: list[FileNode] = field(default_factory=list)
 
     @property
     def lists_messages(self) -> bool:
@@ -93,6 +95,8 @@ class FileNode:
     attachment: AttachmentRecord
     # The exact content length once learnt; Graph's size is only an estimate.
     size: int | None = None
+    # Index in the directory's listing order (see DirectoryNode.order).
+    position: int = 0
 
     @property
     def identity(self) -> tuple[str, str, str]:
@@ -386,6 +390,9 @@ class Namespace:
             directory.lingering[node.name] = (node, now + self.options.linger)
 
         directory.files = files
+        directory.order = list(files.values())
+        for position, node in enumerate(directory.order):
+            node.position = position
         if added or removed or not old_files:
             directory.mtime = time.time()
         return added, removed
@@ -462,6 +469,15 @@ class Namespace:
             directory.retired[file.name] = file.inode
             directory.mtime = time.time()
         directory.lingering.pop(file.name, None)
+
+    def following(self, file: FileNode, count: int) -> list[FileNode]:
+        """Up to count files listed after this one in its directory, still present."""
+        directory = file.parent
+        files = directory.files or {}
+        start = file.position + 1
+        return [
+            node for node in directory.order[start : start + count] if files.get(node.name) is node
+        ]
 
     def shows(self, attachment: AttachmentRecord) -> bool:
         """Whether the mount lists attachments like this one (inline ones only on request)."""
