@@ -279,3 +279,26 @@ def test_df_reports_the_cache(emulator: Emulator, mount: MountFactory) -> None:
     mounted = mount(emulator, MAILBOX, "--cache-max-size", "100M")
     output = run("df", "--output=size", "-B1M", str(mounted.mountpoint))
     assert output.split() == ["1M-blocks", "100"]
+
+
+def test_a_cold_copy_reads_ahead_and_downloads_each_attachment_once(
+    emulator: Emulator, mount: MountFactory, tmp_path: Path
+) -> None:
+    mounted = mount(emulator, MAILBOX)
+    bulk = mounted.mountpoint / "Bulk"
+    names = os.listdir(bulk)
+    emulator.set_faults(latency_ms=30)
+    emulator.reset_stats()
+    try:
+        run("cp", "-r", str(bulk), str(tmp_path / "bulk"))
+    finally:
+        emulator.reset_faults()
+    stats = emulator.stats()
+
+    delivered = sum(path.stat().st_size for path in (tmp_path / "bulk").iterdir())
+    route = "GET /users/{mailbox}/messages/{message}/attachments/{attachment}/$value"
+    downloads = stats["requests"].get(route, {}).get("200", 0)
+    # cp reads one file at a time; downloads ahead of it fill Graph's four request slots.
+    assert stats["peak_in_flight"] >= 3, stats
+    assert downloads == len(names), stats["requests"]
+    assert delivered == sum(os.stat(bulk / name).st_size for name in names)
