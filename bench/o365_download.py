@@ -57,6 +57,8 @@ def _account(args: argparse.Namespace, secret: str, token_dir: Path) -> Account:
         _protocol_url = protocol_url
 
     class EmulatorConnection(Connection):
+        _msal_client: Any
+
         @property
         def msal_client(self) -> Any:
             if self._msal_client is None:
