@@ -96,6 +96,17 @@ class Emulator:
             )
             return
 
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.limiter.leave(application)
+
+        # The request stops counting as in flight as its last body bytes leave: by then the
+        # client may already have them all and send its next request.
+        send = _releasing_on_last_body(send, release)
         try:
             if self.settings.latency_ms:
                 await trio.sleep(self.settings.latency_ms / 1000)
@@ -121,7 +132,7 @@ class Emulator:
             self.stats.count(route, reply.status)
             await self._send(send, receive, reply, headers)
         finally:
-            self.limiter.leave(application)
+            release()
 
     async def _send(
         self, send: Send, receive: Receive, reply: Reply, headers: dict[str, str]
@@ -280,6 +291,26 @@ class _Pacer:
                 {"type": "http.response.body", "body": piece, "more_body": more or not last}
             )
             self.stats.bytes_sent += len(piece)
+
+
+def _releasing_on_last_body(send: Send, release: Callable[[], None]) -> Send:
+    """Wrap send to call release just before the response's last body bytes go out."""
+    length: int | None = None
+    sent = 0
+
+    async def wrapped(message: MutableMapping[str, Any]) -> None:
+        nonlocal length, sent
+        if message["type"] == "http.response.start":
+            for name, value in message.get("headers", []):
+                if name == b"content-length":
+                    length = int(value)
+        elif message["type"] == "http.response.body":
+            sent += len(message.get("body", b""))
+            if not message.get("more_body", False) or (length is not None and sent >= length):
+                release()
+        await send(message)
+
+    return wrapped
 
 
 def _with_client_request_id(reply: Reply, client_request_id: str) -> Reply:

@@ -512,8 +512,8 @@ def restart_and_check(
             assert sha256_of(mountpoint / "Statements" / name) == truth["Statements"][name]
         for name, digest in truth["Large"].items():
             assert sha256_of(mountpoint / "Large" / name) == digest
-        # A reader may get the last bytes just before its download is moved into place.
-        wait_until(lambda: list(cache.glob("*/partial/*")) == [], timeout=5)
+        # Downloads still running (a reader's last bytes, files read ahead) finish.
+        wait_until(lambda: list(cache.glob("*/partial/*")) == [], timeout=30)
         for entry in cache.glob("*/entries/*/*"):
             assert entry.stat().st_size == int(entry.suffix[1:]), entry
         assert_daemon_healthy(again)
@@ -550,8 +550,14 @@ def test_expired_delta_and_moved_mail_keep_names_inodes_and_content(
     ]
     emulator.move_message(MAILBOX, entry_2["id"], "archive")
     assert (journal / "Entry 2-entry.csv").read_text() == "entry,2\n"
-    wait_until(lambda: os.listdir(archive) == ["Entry 2-entry.csv"], timeout=10)
-    assert sorted(os.listdir(journal)) == ["Entry 1-entry.csv", "Entry 3-entry.csv"]
+    # One poll round refreshes the two folders one after the other: wait for both.
+    wait_until(
+        lambda: (
+            os.listdir(archive) == ["Entry 2-entry.csv"]
+            and sorted(os.listdir(journal)) == ["Entry 1-entry.csv", "Entry 3-entry.csv"]
+        ),
+        timeout=10,
+    )
     assert (archive / "Entry 2-entry.csv").read_text() == "entry,2\n"
     assert os.stat(journal / "Entry 1-entry.csv").st_ino == inodes["Entry 1-entry.csv"]
     assert_daemon_healthy(mounted)
