@@ -393,7 +393,7 @@ class ContentCache:
             os.close(self._lock_fd)
             raise
         self._make_room()
-        log.info(
+        log.debug(
             "content cache at %s: %d entries, %d of %d bytes",
             self.directory,
             len(self._index),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import jwt
 
@@ -80,6 +81,9 @@ async def run_check(config: Config, report: Report) -> bool:
         proxy=config.proxy,
     )
 
+    if config.mountpoint != Path() and not config.mountpoint.is_dir():
+        report.failed(f"mountpoint {config.mountpoint} does not exist: create it first")
+
     try:
         token = await tokens.token()
     except auth.AuthError as exc:
@@ -105,18 +109,30 @@ async def run_check(config: Config, report: Report) -> bool:
         )
         return False
 
+    destination = None
+    if config.on_empty_message.startswith("move:"):
+        destination = config.on_empty_message.removeprefix("move:").strip("/")
     async with graph.GraphClient(
         config.graph_url, tokens, ca_bundle=ca_bundle, proxy=config.proxy
     ) as client:
         for address in config.mailboxes:
             await _check_mailbox(
-                client, MailboxAddress(address), report, roles_known=roles is not None
+                client,
+                MailboxAddress(address),
+                report,
+                roles_known=roles is not None,
+                destination=destination,
             )
     return report.all_passed
 
 
 async def _check_mailbox(
-    client: graph.GraphClient, mailbox: MailboxAddress, report: Report, *, roles_known: bool
+    client: graph.GraphClient,
+    mailbox: MailboxAddress,
+    report: Report,
+    *,
+    roles_known: bool,
+    destination: str | None,
 ) -> None:
     try:
         await client.get_mailbox_root(mailbox)
@@ -129,6 +145,14 @@ async def _check_mailbox(
         report.failed(explain(exc, mailbox))
         return
     report.passed(f"{mailbox}: {len(folders)} folders")
+    if destination is not None:
+        if destination in _folder_paths(folders):
+            report.passed(f"{mailbox}: emptied messages will be moved to {destination!r}")
+        else:
+            report.failed(
+                f"on_empty_message: mailbox {mailbox} has no folder {destination!r}: create it "
+                "or choose another"
+            )
 
     try:
         found = await _first_attachment(client, mailbox, folders)
@@ -164,3 +188,14 @@ async def _first_attachment(
                     name = attachment.name or "(no name)"
                     return folder.display_name, message.id, attachment.id, name
     return None
+
+
+def _folder_paths(folders: list[FolderRecord]) -> set[str]:
+    """Every folder's path of display names, such as "Inbox/Processed"."""
+    by_id = {folder.id: folder for folder in folders}
+
+    def path(folder: FolderRecord) -> str:
+        parent = by_id.get(folder.parent_id) if folder.parent_id else None
+        return f"{path(parent)}/{folder.display_name}" if parent else folder.display_name
+
+    return {path(folder) for folder in folders}

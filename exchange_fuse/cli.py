@@ -102,6 +102,8 @@ def _settings(
     *,
     require_mountpoint: bool = True,
 ) -> config.Config:
+    if args.demo and args.config:
+        raise config.ConfigError("--demo serves its own sample mailbox: leave out --config")
     flags = {option.key: getattr(args, option.key, None) for option in config.OPTIONS}
     toml_values = config.read_toml(args.config) if args.config else {}
     environment: dict[str, str] = dict(os.environ)
@@ -265,7 +267,6 @@ def _stderr_is_journal() -> bool:
 def setup_logging(level: str, log_file: Path | None = None) -> None:
     handler: logging.Handler
     if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(log_file)
     else:
         handler = logging.StreamHandler(sys.stderr)

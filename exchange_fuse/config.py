@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import ssl
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import platformdirs
 
@@ -103,13 +105,60 @@ def _count(value: Any) -> int:
 
 
 def _umask(value: Any) -> int:
+    # A TOML integer cannot say whether 22 meant octal: only text is unambiguous.
+    if not isinstance(value, str):
+        raise ValueError('expected an octal mask written as text, such as "022"')
     try:
-        mask = int(value, 8) if isinstance(value, str) else int(value)
-    except (TypeError, ValueError):
+        mask = int(value, 8)
+    except ValueError:
         raise ValueError("expected an octal mask such as 022") from None
     if not 0 <= mask <= 0o777:
         raise ValueError("expected an octal mask between 000 and 777")
     return mask
+
+
+def _https_url(value: Any) -> str:
+    url = urlsplit(_text(value))
+    if url.scheme != "https" or not url.hostname:
+        raise ValueError("expected an https:// URL with a host name")
+    return url.geturl()
+
+
+def _proxy_url(value: Any) -> str:
+    url = urlsplit(_text(value))
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ValueError("expected a proxy URL such as http://proxy.example:3128")
+    return url.geturl()
+
+
+def _ca_bundle(value: Any) -> Path:
+    path = _path(value)
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except FileNotFoundError:
+        raise ValueError("no such file") from None
+    except (OSError, ssl.SSLError):
+        raise ValueError("not a PEM file of CA certificates") from None
+    return path
+
+
+def _log_file(value: Any) -> Path:
+    path = _path(value)
+    if path.is_dir():
+        raise ValueError("expected a file, not a directory")
+    if not path.parent.is_dir():
+        raise ValueError(f"its directory {path.parent} does not exist")
+    return path
+
+
+def _mailboxes(value: Any) -> tuple[str, ...]:
+    addresses = _texts(value)
+    if not addresses:
+        raise ValueError("expected at least one mailbox address")
+    for address in addresses:
+        if "@" not in address or " " in address:
+            raise ValueError(f"{address!r} is not a mailbox address")
+    return addresses
 
 
 def _cloud(value: Any) -> str:
@@ -172,20 +221,26 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "mailbox",
-        _texts,
+        _mailboxes,
         "mailbox address to mount; repeat for several mailboxes",
         "ADDRESS",
         repeatable=True,
     ),
     Option("cloud", _cloud, "national cloud: global, usgov, usgov-dod or china", "NAME"),
-    Option("graph_url", _text, "Graph API base URL (overrides --cloud)", "URL"),
+    Option("graph_url", _https_url, "Graph API base URL (overrides --cloud)", "URL"),
     Option(
-        "authority_url", _text, "token authority URL, with the tenant (overrides --cloud)", "URL"
+        "authority_url",
+        _https_url,
+        "token authority URL, with the tenant (overrides --cloud)",
+        "URL",
     ),
     Option(
-        "ca_bundle", _path, "PEM file of CA certificates to trust for Graph and sign-in", "FILE"
+        "ca_bundle",
+        _ca_bundle,
+        "PEM file of CA certificates to trust for Graph and sign-in",
+        "FILE",
     ),
-    Option("proxy", _text, "HTTPS proxy URL for Graph and sign-in", "URL"),
+    Option("proxy", _proxy_url, "HTTPS proxy URL for Graph and sign-in", "URL"),
     Option("cache_dir", _path, "directory for downloaded attachments", "DIR"),
     Option("cache_max_size", _size, "largest size of the attachment cache (e.g. 2G)", "SIZE"),
     Option("read_only", _boolean, "refuse rm: nothing in the mailbox is changed", is_flag=True),
@@ -230,7 +285,11 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("log_level", _log_level, "debug, info, warning or error (default info)", "LEVEL"),
     Option(
-        "log_file", _path, "write the log here (default with --background: the cache dir)", "FILE"
+        "log_file",
+        _log_file,
+        "write the log here (default with --background: exchange-mount.log in the user's "
+        "cache directory)",
+        "FILE",
     ),
     Option(
         "on_empty_message",

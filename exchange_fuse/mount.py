@@ -20,7 +20,7 @@ import pyfuse3
 import trio
 
 from . import auth, graph
-from .cache import ContentCache
+from .cache import CacheInUseError, ContentCache
 from .config import Config
 from .content import ContentService
 from .diagnosis import explain
@@ -93,14 +93,57 @@ def unmount(mountpoint: Path) -> None:
 
 async def serve(config: Config, *, on_ready: Callable[[], None] | None = None) -> None:
     """Mount, serve until SIGINT/SIGTERM or an outside unmount, then unmount cleanly."""
+    # Local problems first: they need no network to find.
     check_mountpoint(config.mountpoint)
+    cache = _open_cache(config)
+    try:
+        tokens = _token_provider(config)
+        async with _graph_client(config, tokens) as client:
+            namespace = await _load_namespace(config, client, tokens)
+            policy = _empty_message_policy(config, namespace)
+            content = ContentService(client, cache, namespace)
+            filesystem = MailFilesystem(
+                namespace,
+                content,
+                Remover(client, namespace, content, policy),
+                FsOptions(
+                    uid=config.uid,
+                    gid=config.gid,
+                    umask=config.umask,
+                    read_only=config.read_only,
+                    entry_timeout=config.poll_interval,
+                    attr_timeout=config.poll_interval,
+                    operation_timeout=config.timeout,
+                ),
+            )
+            poller = Poller(client, namespace, KernelInvalidator(), config.poll_interval)
+            await _serve_filesystem(config, filesystem, content, poller, on_ready)
+    finally:
+        cache.close()
+
+
+def _open_cache(config: Config) -> ContentCache:
+    try:
+        return ContentCache(_cache_directory(config), config.cache_max_size)
+    except CacheInUseError:
+        raise StartupError(
+            f"the cache directory {config.cache_dir} is in use by another mount"
+        ) from None
+    except OSError as exc:
+        raise StartupError(
+            f"cache_dir: cannot use {config.cache_dir} ({exc.strerror}); choose a writable "
+            "directory"
+        ) from None
+
+
+def _token_provider(config: Config) -> auth.TokenProvider:
     credential: auth.ClientSecret | auth.ClientCertificate
     if config.certificate is not None:
         credential = config.certificate
     else:
         assert config.client_secret is not None
         credential = auth.ClientSecret(config.client_secret)
-    tokens = auth.TokenProvider(
+    return auth.TokenProvider(
         authority_url=config.authority_url,
         tenant_id=config.tenant,
         client_id=config.client_id,
@@ -110,60 +153,49 @@ async def serve(config: Config, *, on_ready: Callable[[], None] | None = None) -
         proxy=config.proxy,
         timeout=config.request_timeout,
     )
-    ca_bundle = str(config.ca_bundle) if config.ca_bundle else None
-    async with graph.GraphClient(
+
+
+def _graph_client(config: Config, tokens: auth.TokenProvider) -> graph.GraphClient:
+    return graph.GraphClient(
         config.graph_url,
         tokens,
-        ca_bundle=ca_bundle,
+        ca_bundle=str(config.ca_bundle) if config.ca_bundle else None,
         proxy=config.proxy,
         retry_attempts=config.retry_attempts,
         retry_timeout=config.retry_time,
         request_timeout=config.request_timeout,
         backoff_initial=config.retry_backoff,
-    ) as client:
-        mailboxes = [MailboxAddress(address) for address in config.mailboxes]
-        namespace = Namespace(
-            client,
-            mailboxes,
-            NamespaceOptions(
-                show_inline=config.inline,
-                include_hidden_folders=config.hidden_folders,
-                include=config.include,
-                exclude=config.exclude,
-                exclude_folders=config.exclude_folder,
-                name_template=config.name_template,
-                linger=config.poll_interval,
-            ),
-        )
-        try:
-            await tokens.token()
-        except auth.AuthError as exc:
-            raise StartupError(explain(exc)) from None
-        for mailbox in mailboxes:
-            try:
-                await namespace.load_mailbox(mailbox)
-            except (graph.GraphError, auth.AuthError) as exc:
-                raise StartupError(explain(exc, mailbox)) from None
+    )
 
-        policy = _empty_message_policy(config, namespace)
-        cache = ContentCache(_cache_directory(config), config.cache_max_size)
-        content = ContentService(client, cache, namespace)
-        filesystem = MailFilesystem(
-            namespace,
-            content,
-            Remover(client, namespace, content, policy),
-            FsOptions(
-                uid=config.uid,
-                gid=config.gid,
-                umask=config.umask,
-                read_only=config.read_only,
-                entry_timeout=config.poll_interval,
-                attr_timeout=config.poll_interval,
-                operation_timeout=config.timeout,
-            ),
-        )
-        poller = Poller(client, namespace, KernelInvalidator(), config.poll_interval)
-        await _serve_filesystem(config, filesystem, content, poller, on_ready)
+
+async def _load_namespace(
+    config: Config, client: graph.GraphClient, tokens: auth.TokenProvider
+) -> Namespace:
+    """Sign in and load every mailbox's folder tree, explaining what stops it."""
+    mailboxes = [MailboxAddress(address) for address in config.mailboxes]
+    namespace = Namespace(
+        client,
+        mailboxes,
+        NamespaceOptions(
+            show_inline=config.inline,
+            include_hidden_folders=config.hidden_folders,
+            include=config.include,
+            exclude=config.exclude,
+            exclude_folders=config.exclude_folder,
+            name_template=config.name_template,
+            linger=config.poll_interval,
+        ),
+    )
+    try:
+        await tokens.token()
+    except auth.AuthError as exc:
+        raise StartupError(explain(exc)) from None
+    for mailbox in mailboxes:
+        try:
+            await namespace.load_mailbox(mailbox)
+        except (graph.GraphError, auth.AuthError) as exc:
+            raise StartupError(explain(exc, mailbox)) from None
+    return namespace
 
 
 async def _serve_filesystem(

@@ -176,3 +176,16 @@ def test_clock_skew_with_a_certificate(state: Path, tmp_path: Path) -> None:
         )  # fmt: skip
     line = failure(result)
     assert "clock" in line
+
+
+def test_move_destination_and_mountpoint_are_checked(emulator: Emulator, tmp_path: Path) -> None:
+    line = failure(check(emulator, tmp_path, "--mailbox", GOOD, "--on-empty-message", "move:Nope"))
+    assert "'Nope'" in line and GOOD in line
+    result = check(emulator, tmp_path, "--mailbox", GOOD, "--on-empty-message", "move:Inbox")
+    assert result.returncode == 0, result.stdout
+
+    missing = tmp_path / "no-such-mountpoint"
+    config = tmp_path / "mount.toml"
+    config.write_text(f'mountpoint = "{missing}"\n')
+    line = failure(check(emulator, tmp_path, "--mailbox", GOOD, "--config", str(config)))
+    assert str(missing) in line and "does not exist" in line

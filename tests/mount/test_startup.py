@@ -120,8 +120,19 @@ def test_missing_mountpoint_and_bad_options(emulator: Emulator, tmp_path: Path) 
         "--cache-max-size",
         "lots",
     )
+    assert_one_line_error(
+        exchange_mount(str(tmp_path), *arguments, "--cache-dir", "/proc/no-cache-here"),
+        "cache_dir",
+        "writable",
+    )
+    assert_one_line_error(
+        exchange_mount(str(tmp_path), *arguments, "--proxy", "notaurl"), "--proxy"
+    )
     config = tmp_path / "mount.toml"
     config.write_text('tenant = "t"\npoll_intervall = 5\n')
+    assert_one_line_error(
+        exchange_mount("--demo", "--config", str(config), str(tmp_path)), "--demo"
+    )
     assert_one_line_error(exchange_mount(str(tmp_path), "--config", str(config)), "poll_intervall")
 
 

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import certifi
 import pytest
 import trustme
 
@@ -28,7 +29,7 @@ GOOD: dict[str, tuple[Any, str, Any]] = {
     "cloud": ("usgov", "graph_url", "https://graph.microsoft.us/v1.0"),
     "graph_url": ("https://graph.example/v1.0/", "graph_url", "https://graph.example/v1.0"),
     "authority_url": ("https://login.example/t", "authority_url", "https://login.example/t"),
-    "ca_bundle": ("/etc/ssl/ca.pem", "ca_bundle", Path("/etc/ssl/ca.pem")),
+    "ca_bundle": (certifi.where(), "ca_bundle", Path(certifi.where())),
     "proxy": ("http://proxy:3128", "proxy", "http://proxy:3128"),
     "cache_dir": ("/var/cache/x", "cache_dir", Path("/var/cache/x")),
     "cache_max_size": ("1.5G", "cache_max_size", int(1.5 * 1024**3)),
@@ -46,7 +47,7 @@ GOOD: dict[str, tuple[Any, str, Any]] = {
     "retry_time": (20, "retry_time", 20.0),
     "retry_backoff": (0.25, "retry_backoff", 0.25),
     "log_level": ("debug", "log_level", "DEBUG"),
-    "log_file": ("/var/log/x.log", "log_file", Path("/var/log/x.log")),
+    "log_file": ("/tmp/exchange-mount.log", "log_file", Path("/tmp/exchange-mount.log")),
     "on_empty_message": ("move:Inbox/Done", "on_empty_message", "move:Inbox/Done"),
     "name_template": ("{subject}_{attachment}", "name_template", "{subject}_{attachment}"),
     "include": (["*.pdf"], "include", ("*.pdf",)),
@@ -117,6 +118,29 @@ def test_each_bad_value_is_rejected_naming_the_option(key: str) -> None:
         build({key: BAD[key]})
     assert str(error.value).startswith(f"{key}: "), str(error.value)
     assert repr(BAD[key]) in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("mailbox", [], "at least one"),
+        ("mailbox", "not an address", "not a mailbox address"),
+        ("umask", 22, 'as text, such as "022"'),
+        ("proxy", "notaurl", "proxy URL"),
+        ("graph_url", "http://graph.example/v1.0", "https://"),
+        ("authority_url", "notaurl", "https://"),
+        ("ca_bundle", "/nonexistent.pem", "no such file"),
+        ("ca_bundle", "/etc/passwd", "not a PEM file"),
+        ("log_file", "/tmp", "not a directory"),
+        ("log_file", "/nonexistent/dir/x.log", "does not exist"),
+    ],
+)
+def test_values_that_would_only_fail_later_are_refused_up_front(
+    key: str, value: Any, words: str
+) -> None:
+    with pytest.raises(config.ConfigError) as error:
+        build({key: value})
+    assert str(error.value).startswith(f"{key}: ") and words in str(error.value)
 
 
 def test_flags_override_the_file_and_their_errors_name_the_flag() -> None:
