@@ -74,7 +74,8 @@ def run(options: rig.Options) -> list[Row]:
                 stats = emulator.stats()
                 details.append(
                     f"{name}: cp {seconds:.2f} s for {copied_files} files, "
-                    f"{stats['peak_in_flight']} requests in flight at most; plain "
+                    f"{stats['peak_in_flight']} requests in flight at most, "
+                    f"{stats['requests_by_status'].get('429', 0)} answered 429; plain "
                     f"downloader {plain.seconds:.2f} s ({plain.refused} concurrency 429s)"
                 )
                 if index == 0:
