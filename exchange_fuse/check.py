@@ -12,11 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import jwt
-
 from . import auth, graph
 from .config import Config
-from .diagnosis import explain, explain_policy_denial
+from .diagnosis import explain, explain_policy_denial, token_roles
 from .mail import AttachmentId, AttachmentKind, FolderRecord, MailboxAddress, MessageId
 
 log = logging.getLogger(__name__)
@@ -45,20 +43,6 @@ class Report:
     @property
     def all_passed(self) -> bool:
         return all(passed for passed, _ in self.lines)
-
-
-def token_roles(token: str) -> list[str] | None:
-    """The application roles an access token carries, or None when it cannot be read.
-
-    Graph tokens are JWTs today but are documented as opaque; this is diagnosis only, so
-    an unreadable token just means the roles cannot be shown.
-    """
-    try:
-        claims = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError:
-        return None
-    roles = claims.get("roles")
-    return [str(role) for role in roles] if isinstance(roles, list) else []
 
 
 async def run_check(config: Config, report: Report) -> bool:

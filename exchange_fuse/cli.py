@@ -37,7 +37,7 @@ def parser() -> argparse.ArgumentParser:
         description="Mount Exchange Online mailboxes as a filesystem of attachments. "
         "'exchange-mount check [options]' tries the configuration without mounting.",
     )
-    result.add_argument("mountpoint", nargs="?", help="empty directory to mount on")
+    result.add_argument("mountpoint", nargs="?", help="directory to mount on")
     result.add_argument("--config", type=Path, metavar="FILE", help="TOML configuration file")
     result.add_argument(
         "--demo",

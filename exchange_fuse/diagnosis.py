@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import jwt
+
 from . import auth, graph
 
 
@@ -35,3 +37,17 @@ def explain_policy_denial(mailbox: str) -> str:
         "(ErrorAccessDenied): add the mailbox to the policy's security group or change the "
         "policy (New-ApplicationAccessPolicy); changes can take an hour to apply"
     )
+
+
+def token_roles(token: str) -> list[str] | None:
+    """The application roles an access token carries, or None when it cannot be read.
+
+    Graph tokens are JWTs today but are documented as opaque; this is diagnosis only, so
+    an unreadable token just means the roles cannot be shown.
+    """
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None
+    roles = claims.get("roles")
+    return [str(role) for role in roles] if isinstance(roles, list) else []

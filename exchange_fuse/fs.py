@@ -376,7 +376,6 @@ class MailFilesystem(pyfuse3.Operations):
     @_errors
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         data = pyfuse3.StatvfsData()
-        directories, files = self.namespace.counts()
         used = self.content.cache.used_bytes
         data.f_bsize = _IO_BLOCK
         data.f_frsize = _BLOCK
@@ -384,8 +383,8 @@ class MailFilesystem(pyfuse3.Operations):
         capacity = max(used, self.content.cache.max_bytes)
         data.f_blocks = -(-capacity // _BLOCK)
         data.f_bfree = data.f_bavail = (capacity - used) // _BLOCK
-        data.f_files = directories + files
-        data.f_ffree = data.f_favail = 0
+        # No inode limit exists: zero totals make df -i show "-" rather than a full disk.
+        data.f_files = data.f_ffree = data.f_favail = 0
         data.f_namemax = 255
         return data
 

@@ -23,7 +23,7 @@ from . import auth, graph
 from .cache import CacheInUseError, ContentCache
 from .config import Config
 from .content import ContentService
-from .diagnosis import explain
+from .diagnosis import explain, token_roles
 from .fs import FsOptions, KernelInvalidator, MailFilesystem
 from .mail import MailboxAddress
 from .removal import EmptyMessagePolicy, Remover
@@ -187,9 +187,15 @@ async def _load_namespace(
         ),
     )
     try:
-        await tokens.token()
+        token = await tokens.token()
     except auth.AuthError as exc:
         raise StartupError(explain(exc)) from None
+    roles = token_roles(token)
+    if roles and "Mail.ReadWrite" not in roles and not config.read_only:
+        log.warning(
+            "the app holds no Mail.ReadWrite permission, so rm will fail: grant it, or mount "
+            "with read_only"
+        )
     for mailbox in mailboxes:
         try:
             await namespace.load_mailbox(mailbox)

@@ -80,7 +80,7 @@ class Emulator:
         method = scope["method"]
 
         try:
-            application = self.authority.check(headers.get("authorization"))
+            application = self.authority.check(headers.get("authorization"), method)
         except GraphError as error:
             self.stats.count(f"{method} (unauthenticated)", error.status)
             await self._send(

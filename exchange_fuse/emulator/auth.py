@@ -324,7 +324,7 @@ class Authority:
         self.tokens.clear()
         return revoked
 
-    def check(self, authorization: str | None) -> str:
+    def check(self, authorization: str | None, method: str = "GET") -> str:
         """The client id a Graph request acts for, or a 401 as Graph gives it."""
         if not authorization or not authorization.lower().startswith("bearer "):
             raise _unauthorized("Access token is empty.")
@@ -333,7 +333,13 @@ class Authority:
             raise _unauthorized("Invalid JWT token. The token is malformed or was revoked.")
         if issued.expires <= time.time():
             raise _unauthorized("Lifetime validation failed, the token is expired.")
-        if not any(role.startswith("Mail.") for role in issued.roles):
+        writes = method not in ("GET", "HEAD")
+        allowed = (
+            "Mail.ReadWrite" in issued.roles
+            if writes
+            else any(role.startswith("Mail.") for role in issued.roles)
+        )
+        if not allowed:
             raise GraphError(
                 403, "ErrorAccessDenied", "Access is denied. Check credentials and try again."
             )

@@ -270,3 +270,22 @@ def test_rm_during_an_outage_fails_with_eagain_and_keeps_everything(
     assert "Two-a.pdf" in os.listdir(inbox)
     assert subjects(emulator) == ["Logo", "Two"]
     assert (inbox / "Two-a.pdf").read_bytes() == b"A"
+
+
+def test_without_write_permission_rm_is_denied_and_the_log_said_so(
+    tmp_path: Path, mount: MountFactory
+) -> None:
+    description = tmp_path / "ops.json"
+    description.write_text(
+        json.dumps({"messages": [{"subject": "R", "attachments": [{"name": "r.pdf"}]}]})
+    )
+    with running_emulator(
+        tmp_path / "emulator", f"--mailbox=ops@example.com={description}", "--app-roles=Mail.Read"
+    ) as emulator:
+        mounted = mount(emulator, "ops@example.com")
+        result = subprocess.run(
+            ["rm", str(mounted.mountpoint / "Inbox" / "R-r.pdf")], capture_output=True, text=True
+        )
+        assert "Permission denied" in result.stderr
+        assert subjects(emulator) == ["R"]
+        assert "no Mail.ReadWrite permission, so rm will fail" in mounted.log()
