@@ -248,6 +248,12 @@ OPTIONS: tuple[Option, ...] = (
         "inline", _boolean, "show inline attachments (signature logos and the like)", is_flag=True
     ),
     Option("hidden_folders", _boolean, "show hidden mail folders", is_flag=True),
+    Option(
+        "xattrs",
+        _boolean,
+        "show message details and mount status as extended attributes (getfattr -d)",
+        is_flag=True,
+    ),
     Option("uid", _count, "owner of every file (default: the mounting user)", "UID"),
     Option("gid", _count, "group of every file (default: the mounting user's group)", "GID"),
     Option("umask", _umask, "permission bits to clear (default 022)", "MASK"),
@@ -348,6 +354,7 @@ class Config:
     read_only: bool = False
     inline: bool = False
     hidden_folders: bool = False
+    xattrs: bool = False
     uid: int = 0
     gid: int = 0
     umask: int = 0o022

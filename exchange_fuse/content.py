@@ -29,10 +29,11 @@ from .tree import FileNode, Namespace
 
 log = logging.getLogger(__name__)
 
-# How many files after the one being read are downloaded ahead, and how many at once: one
-# of Graph's four request slots stays free for what a tool asks for next.
+# How many files after the one being read are downloaded ahead, and how many at once. All
+# four of Graph's request slots may read ahead: the file a tool reads next is normally among
+# them, and the Graph client's limiter serves waiting requests in turn.
 READ_AHEAD_FILES = 8
-READ_AHEAD_DOWNLOADS = 3
+READ_AHEAD_DOWNLOADS = 4
 # Estimated bytes downloading ahead at any time, at most, and at most this share of the cache.
 READ_AHEAD_BYTES = 64 * 1024 * 1024
 READ_AHEAD_CACHE_SHARE = 0.25

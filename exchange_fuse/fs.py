@@ -30,6 +30,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _BLOCK = 512
+_XATTR_PREFIX = b"user.exchange."
 _IO_BLOCK = 128 * 1024
 
 
@@ -39,10 +40,16 @@ class FsOptions:
     gid: int
     umask: int = 0o022
     read_only: bool = False
-    # How long the kernel may trust names and exact attributes. Entries stay valid for a
-    # poll interval; the poller invalidates what changes sooner.
+    # How long the kernel may trust names and directory attributes: a poll interval. The
+    # poller also invalidates what it sees change.
     entry_timeout: float = 60.0
     attr_timeout: float = 60.0
+    # A file whose exact size is known never changes (attachments are immutable): the kernel
+    # may keep its attributes far longer, and answer stat itself.
+    settled_file_timeout: float = 3600.0
+    # Extended attributes: off, the kernel learns once that there are none and stops asking
+    # (ls -l asks for two per file, each a round trip to the daemon).
+    xattrs: bool = False
     # Upper bound on any single operation that waits for Graph.
     operation_timeout: float = 120.0
 
@@ -144,6 +151,8 @@ class MailFilesystem(pyfuse3.Operations):
                 # timeout every stat and read asks getattr, which learns the real length.
                 size = node.attachment.size_estimate
                 attrs.attr_timeout = 0
+            else:
+                attrs.attr_timeout = self.options.settled_file_timeout
             attrs.st_size = size
             mtime = node.mtime
         attrs.st_blocks = -(-attrs.st_size // _BLOCK)
@@ -295,11 +304,17 @@ class MailFilesystem(pyfuse3.Operations):
 
     @_errors
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        if not self.options.xattrs:
+            raise pyfuse3.FUSEError(errno.ENOSYS)
         names = self._extended_attributes(self.namespace.get(inode))
         return [name.encode() for name in names]
 
     @_errors
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        if not self.options.xattrs:
+            raise pyfuse3.FUSEError(errno.ENOSYS)
+        if not name.startswith(_XATTR_PREFIX):
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)  # security.*, system.*: asked by ls -l
         value = self._extended_attributes(self.namespace.get(inode)).get(os.fsdecode(name))
         if value is None:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)

@@ -114,6 +114,7 @@ async def serve(config: Config, *, on_ready: Callable[[], None] | None = None) -
                     entry_timeout=config.poll_interval,
                     attr_timeout=config.poll_interval,
                     operation_timeout=config.timeout,
+                    xattrs=config.xattrs,
                 ),
             )
             poller = Poller(client, namespace, KernelInvalidator(), config.poll_interval)

@@ -376,8 +376,9 @@ class Namespace:
             fresh.append((entry_name, key, message, attachment))
 
         self._release_retired(directory)
+        unavailable = _Either(taken, directory.retired)
         for entry_name, identity, message, attachment in fresh:
-            name = _first_free(entry_name, taken | directory.retired.keys())
+            name = _first_free(entry_name, unavailable)
             node = self._file(identity, name, directory, mailbox, message, attachment)
             files[name] = node
             taken.add(name)
@@ -607,3 +608,14 @@ def _first_free(entry_name: naming.EntryName, taken: Container[str]) -> str:
         if name not in taken:
             return name
         ordinal += 1
+
+
+class _Either(Container[str]):
+    """Names in either collection, without copying them into one."""
+
+    def __init__(self, first: Container[str], second: Container[str]) -> None:
+        self._first = first
+        self._second = second
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._first or name in self._second

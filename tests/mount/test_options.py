@@ -72,7 +72,16 @@ def getfattr(path: Path) -> dict[str, str]:
 def test_extended_attributes_describe_files_and_the_mount(
     emulator: Emulator, mount: MountFactory
 ) -> None:
-    root = mount(emulator, SALES).mountpoint
+    # Off by default: the kernel learns there are none, and ls -l stays cheap.
+    plain = mount(emulator, SALES).mountpoint
+    result = subprocess.run(
+        ["getfattr", "-d", str(plain / "Inbox" / "Order 5-order.pdf")],
+        capture_output=True,
+        text=True,
+    )
+    assert "Operation not supported" in result.stderr
+
+    root = mount(emulator, SALES, "--xattrs").mountpoint
     attributes = getfattr(root / "Inbox" / "Order 5-order.pdf")
     assert attributes["user.exchange.subject"] == "Order 5"
     assert "billing@supplier.example" in attributes["user.exchange.sender"]
