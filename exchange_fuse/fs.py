@@ -7,6 +7,7 @@ request unanswered and end ``pyfuse3.main()``, taking the mount down.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
 import logging
@@ -265,7 +266,7 @@ class MailFilesystem(pyfuse3.Operations):
 
     # -- extended attributes: status for a person (getfattr -d) ----------------------------
 
-    def _extended_attributes(self, node: DirectoryNode | FileNode) -> dict[str, str]:
+    async def _extended_attributes(self, node: DirectoryNode | FileNode) -> dict[str, str]:
         if isinstance(node, FileNode):
             message, attachment = node.message, node.attachment
             values = {
@@ -273,7 +274,7 @@ class MailFilesystem(pyfuse3.Operations):
                 "sender": message.sender,
                 "received": message.received.isoformat(),
                 "message_id": message.internet_message_id,
-                "web_link": message.web_link,
+                "web_link": await self._web_link(node),
                 "attachment_name": attachment.name,
                 "content_type": attachment.content_type,
                 "mailbox": node.mailbox,
@@ -302,11 +303,19 @@ class MailFilesystem(pyfuse3.Operations):
             }
         return {f"user.exchange.{key}": value for key, value in values.items() if value}
 
+    async def _web_link(self, node: FileNode) -> str | None:
+        # Not kept from listings, to save memory: asked for once per message when read.
+        if node.message.web_link is None:
+            with trio.fail_after(self.options.operation_timeout):
+                link = await self.content.graph.message_web_link(node.mailbox, node.message.id)
+            node.message = dataclasses.replace(node.message, web_link=link or "")
+        return node.message.web_link or None
+
     @_errors
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
         if not self.options.xattrs:
             raise pyfuse3.FUSEError(errno.ENOSYS)
-        names = self._extended_attributes(self.namespace.get(inode))
+        names = await self._extended_attributes(self.namespace.get(inode))
         return [name.encode() for name in names]
 
     @_errors
@@ -315,7 +324,8 @@ class MailFilesystem(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOSYS)
         if not name.startswith(_XATTR_PREFIX):
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)  # security.*, system.*: asked by ls -l
-        value = self._extended_attributes(self.namespace.get(inode)).get(os.fsdecode(name))
+        attributes = await self._extended_attributes(self.namespace.get(inode))
+        value = attributes.get(os.fsdecode(name))
         if value is None:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         return value.encode("utf-8", "surrogateescape")

@@ -44,6 +44,7 @@ import email.utils
 import json
 import logging
 import ssl
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import (
@@ -79,9 +80,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_MESSAGE_FIELDS = (
-    "id,subject,receivedDateTime,from,internetMessageId,webLink,changeKey,parentFolderId"
-)
+# Only what the namespace uses: a mount may hold hundreds of thousands of messages. The
+# folder is the one listed; the web link is asked for when someone reads it.
+_MESSAGE_FIELDS = "id,subject,receivedDateTime,from,internetMessageId"
 # Only the attachment base type's fields can be selected inside $expand; contentBytes
 # is never fetched in a listing.
 _ATTACHMENT_FIELDS = "id,name,contentType,size,isInline,lastModifiedDateTime"
@@ -591,6 +592,12 @@ class GraphClient:
         url = self._url(mailbox, "messages", message_id, "attachments")
         items = await self._all_pages(url, {"$select": _ATTACHMENT_FIELDS})
         return [record for item in items if (record := _parse_attachment(item)) is not None]
+
+    async def message_web_link(self, mailbox: MailboxAddress, message_id: MessageId) -> str | None:
+        """The link that opens the message in Outlook on the web."""
+        url = self._url(mailbox, "messages", message_id)
+        body = _as_dict(await self._call("GET", url, params={"$select": "webLink"}), url)
+        return _text(body.get("webLink"))
 
     async def get_attachment(
         self,
@@ -1142,7 +1149,6 @@ def _parse_message(item: dict[str, Any], folder_id: FolderId) -> MessageRecord |
         sender=sender_text,
         internet_message_id=_text(item.get("internetMessageId")),
         web_link=_text(item.get("webLink")),
-        change_key=_text(item.get("changeKey")),
         attachments=attachments,
     )
 
@@ -1166,7 +1172,8 @@ def _parse_attachment(item: dict[str, Any]) -> AttachmentRecord | None:
     return AttachmentRecord(
         id=AttachmentId(attachment_id),
         name=_text(item.get("name")),
-        content_type=_text(item.get("contentType")),
+        # A handful of distinct values across a mailbox: one string each, not one per file.
+        content_type=_interned(_text(item.get("contentType"))),
         size_estimate=_count(item.get("size")),
         is_inline=item.get("isInline") is True,
         kind=kind,
@@ -1174,6 +1181,10 @@ def _parse_attachment(item: dict[str, Any]) -> AttachmentRecord | None:
         item_type=item_type,
         source_url=_text(item.get("sourceUrl")) if kind is AttachmentKind.REFERENCE else None,
     )
+
+
+def _interned(text: str | None) -> str | None:
+    return sys.intern(text) if text is not None else None
 
 
 def _odd_answer(what: str, outcome: str) -> None:

@@ -88,6 +88,7 @@ def test_extended_attributes_describe_files_and_the_mount(
     assert attributes["user.exchange.received"].startswith("2024-06-01T12:00:00")
     assert attributes["user.exchange.message_id"] == "<abc@supplier.example>"
     assert attributes["user.exchange.attachment_name"] == "order.pdf"
+    assert attributes["user.exchange.web_link"].startswith("https://")
 
     (root / "Inbox" / "Order 5-order.pdf").read_bytes()
     status = getfattr(root)
