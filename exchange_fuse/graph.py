@@ -46,7 +46,7 @@ import logging
 import ssl
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import (
     AbstractAsyncContextManager,
     AsyncExitStack,
@@ -57,7 +57,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
 import httpx
 import stamina
@@ -87,6 +87,8 @@ _MESSAGE_FIELDS = "id,subject,receivedDateTime,from,internetMessageId"
 # is never fetched in a listing.
 _ATTACHMENT_FIELDS = "id,name,contentType,size,isInline,lastModifiedDateTime"
 _ATTACHMENTS_EXPAND = f"attachments($select={_ATTACHMENT_FIELDS})"
+# Graph takes at most 20 requests in one JSON batch.
+_BATCH_SIZE = 20
 _FOLDER_FIELDS = "id,displayName,parentFolderId,childFolderCount,totalItemCount,isHidden"
 
 _ATTACHMENT_KINDS = {
@@ -414,6 +416,9 @@ class GraphClient:
         self._retry_timeout = retry_timeout
         self._request_timeout = request_timeout
         self._page_size = max(1, min(page_size, 1000))
+        self._delta_headers = {
+            "Prefer": f'IdType="ImmutableId", odata.maxpagesize={self._page_size}'
+        }
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._last_throttle_warning = -_THROTTLE_WARNING_INTERVAL_S
@@ -500,13 +505,15 @@ class GraphClient:
         log.debug("%s: %d folders", mailbox, len(ordered))
         return ordered
 
-    async def folder_delta(self, mailbox: MailboxAddress, delta_link: str | None) -> FolderDelta:
+    async def folder_delta(
+        self,
+        mailbox: MailboxAddress,
+        delta_link: str | None,
+        *,
+        first_page: dict[str, Any] | None = None,
+    ) -> FolderDelta:
         """Changes to the mailbox's folders since ``delta_link`` (everything when None)."""
-        if delta_link is None:
-            url = self._url(mailbox, "mailFolders", "delta")
-            params: dict[str, str] | None = {"$select": _FOLDER_FIELDS}
-        else:
-            url, params = delta_link, None
+        url, params = self.folder_delta_request(mailbox, delta_link)
         changed: list[FolderRecord] = []
         removed: list[FolderId] = []
 
@@ -517,7 +524,7 @@ class GraphClient:
             elif (folder := _parse_folder(item)) is not None:
                 changed.append(folder)
 
-        link = await self._delta_rounds(url, params, collect)
+        link = await self._delta_rounds(url, params, collect, first_page)
         return FolderDelta(tuple(changed), tuple(removed), link)
 
     # Messages
@@ -538,21 +545,37 @@ class GraphClient:
         ]
         return await self._complete_attachments(mailbox, messages)
 
-    async def message_delta(
+    def message_delta_request(
         self, mailbox: MailboxAddress, folder_id: FolderId, delta_link: str | None
+    ) -> tuple[str, dict[str, str] | None]:
+        """The URL and query of a message delta round's first request."""
+        if delta_link is not None:
+            return delta_link, None
+        url = self._url(mailbox, "mailFolders", folder_id, "messages", "delta")
+        return url, {"$select": _MESSAGE_FIELDS, "$expand": _ATTACHMENTS_EXPAND}
+
+    def folder_delta_request(
+        self, mailbox: MailboxAddress, delta_link: str | None
+    ) -> tuple[str, dict[str, str] | None]:
+        """The URL and query of a folder delta round's first request."""
+        if delta_link is not None:
+            return delta_link, None
+        return self._url(mailbox, "mailFolders", "delta"), {"$select": _FOLDER_FIELDS}
+
+    async def message_delta(
+        self,
+        mailbox: MailboxAddress,
+        folder_id: FolderId,
+        delta_link: str | None,
+        *,
+        first_page: dict[str, Any] | None = None,
     ) -> MessageDelta:
         """Changes to the folder's messages since ``delta_link`` (everything when None).
 
-        Raises SyncStateExpiredError when the link has expired.
+        ``first_page`` is the answer to the round's first request, when already fetched
+        (see ``batch``). Raises SyncStateExpiredError when the link has expired.
         """
-        if delta_link is None:
-            url = self._url(mailbox, "mailFolders", folder_id, "messages", "delta")
-            params: dict[str, str] | None = {
-                "$select": _MESSAGE_FIELDS,
-                "$expand": _ATTACHMENTS_EXPAND,
-            }
-        else:
-            url, params = delta_link, None
+        url, params = self.message_delta_request(mailbox, folder_id, delta_link)
         changed: list[MessageRecord] = []
         removed: list[MessageId] = []
 
@@ -563,9 +586,73 @@ class GraphClient:
             elif (message := _parse_message(item, folder_id)) is not None:
                 changed.append(message)
 
-        link = await self._delta_rounds(url, params, collect)
+        link = await self._delta_rounds(url, params, collect, first_page)
         completed = await self._complete_attachments(mailbox, changed)
         return MessageDelta(tuple(completed), tuple(removed), link)
+
+    async def batch(
+        self, requests: Sequence[tuple[str, dict[str, str] | None]]
+    ) -> list[dict[str, Any] | GraphError]:
+        """GET several URLs through JSON batching, up to 20 to a call: each JSON answer, or
+        the typed error its own status gives.
+
+        A sub-request that was throttled or failed on the server's side is sent again on
+        its own, with the usual retries. Meant for polling: one call instead of twenty.
+        """
+        answers: list[dict[str, Any] | GraphError] = []
+        for start in range(0, len(requests), _BATCH_SIZE):
+            answers.extend(await self._batch_call(requests[start : start + _BATCH_SIZE]))
+        return answers
+
+    async def _batch_call(
+        self, requests: Sequence[tuple[str, dict[str, str] | None]]
+    ) -> list[dict[str, Any] | GraphError]:
+        body = {
+            "requests": [
+                {
+                    "id": str(index),
+                    "method": "GET",
+                    "url": self._relative(url, params),
+                    "headers": {"Prefer": self._delta_headers["Prefer"]},
+                }
+                for index, (url, params) in enumerate(requests)
+            ]
+        }
+        reply = _as_dict(
+            await self._call("POST", f"{self._base}/$batch", json_body=body), "$batch"
+        )
+        by_id: dict[str, dict[str, Any]] = {}
+        for response in reply.get("responses") or []:
+            if isinstance(response, dict) and isinstance(response.get("id"), str):
+                by_id[response["id"]] = response
+
+        answers: list[dict[str, Any] | GraphError] = []
+        for index, (url, params) in enumerate(requests):
+            response = by_id.get(str(index))
+            status = response.get("status") if response else None
+            answer = response.get("body") if response else None
+            if isinstance(status, int) and status < 300 and isinstance(answer, dict):
+                answers.append(answer)
+                continue
+            if isinstance(status, int) and status < 500 and status != 429:
+                answers.append(_batch_error(status, answer, url))
+                continue
+            # Throttled, failed or missing: alone, with the usual retries.
+            try:
+                single = await self._call("GET", url, params=params, headers=self._delta_headers)
+                answers.append(_as_dict(single, url))
+            except GraphError as exc:
+                answers.append(exc)
+        return answers
+
+    def _relative(self, url: str, params: dict[str, str] | None) -> str:
+        """A URL as a batch sub-request names it: relative to the version root."""
+        if not url.startswith(self._base):
+            raise BadResponseError(f"{_path(url)}: not a Graph URL")
+        relative = url[len(self._base) :]
+        if params:
+            relative += "?" + urlencode(params, quote_via=quote, safe="$,()=")
+        return relative
 
     async def delete_message(self, mailbox: MailboxAddress, message_id: MessageId) -> None:
         """Delete the message (Graph puts it in Recoverable Items)."""
@@ -728,11 +815,19 @@ class GraphClient:
         url: str,
         params: dict[str, str] | None,
         collect: Callable[[dict[str, Any]], None],
+        first_page: dict[str, Any] | None = None,
     ) -> str:
-        """Page through one delta round, feeding items to ``collect``; the new delta link."""
-        headers = {"Prefer": f'IdType="ImmutableId", odata.maxpagesize={self._page_size}'}
+        """Page through one delta round, feeding items to ``collect``; the new delta link.
+
+        ``first_page`` is the round's first page when it was already fetched (in a batch).
+        """
+        headers = self._delta_headers
         for _ in range(_MAX_PAGES):
-            page = _as_dict(await self._call("GET", url, params=params, headers=headers), url)
+            if first_page is not None:
+                page, first_page = first_page, None
+            else:
+                answer = await self._call("GET", url, params=params, headers=headers)
+                page = _as_dict(answer, url)
             for item in _page_items(page, url):
                 collect(item)
             if (delta_link := page.get("@odata.deltaLink")) is not None:
@@ -982,6 +1077,15 @@ class GraphClient:
         elif status >= 500:
             self.stats.server_errors += 1
         return kind(text, status=status, code=code, request_id=request_id, retry_after=retry_after)
+
+
+def _batch_error(status: int, body: object, url: str) -> GraphError:
+    """The typed error a batch sub-response stands for."""
+    error = body.get("error") if isinstance(body, dict) else None
+    code = _text(error.get("code")) if isinstance(error, dict) else None
+    message = _text(error.get("message")) if isinstance(error, dict) else None
+    kind = _error_class(status, code)
+    return kind(f"GET {_path(url)}: {message or status}", status=status, code=code)
 
 
 def _error_class(status: int, code: str | None) -> type[GraphError]:

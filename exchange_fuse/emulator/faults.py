@@ -145,6 +145,9 @@ class Stats:
         self.peak_in_flight = 0
         self.token_requests = 0
         self.cut_responses = 0
+        # Requests inside JSON batches: counted by route too (Graph throttles each one), and
+        # here, so that HTTP requests can be told from the work they asked for.
+        self.batch_steps = 0
         self.started = time.monotonic()
 
     def count(self, route: str, status: int) -> None:
@@ -160,6 +163,8 @@ class Stats:
         return {
             "requests": {route: dict(s) for route, s in sorted(self.requests.items())},
             "requests_total": total,
+            "http_requests": total - self.batch_steps,
+            "batch_steps": self.batch_steps,
             "requests_by_status": dict(sorted(by_status.items())),
             "bytes_sent": self.bytes_sent,
             "peak_in_flight": self.peak_in_flight,

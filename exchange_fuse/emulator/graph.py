@@ -802,6 +802,7 @@ class Graph:
             return _batch_error(step_id, 400, "BadRequest", "A batch cannot contain a batch.")
         route, reply = self.handle(inner)
         self.limiter.stats.count(route, reply.status)
+        self.limiter.stats.batch_steps += 1
         statuses[step_id.lower()] = reply.status
         response_headers = dict(reply.headers)
         if reply.content_type:

@@ -203,11 +203,11 @@ def test_an_idle_poll_costs_about_one_request_per_watched_folder(
     os.listdir(mounted.mountpoint / "Inbox")
     os.listdir(mounted.mountpoint / "Processed")
     time.sleep(3)  # let the first delta rounds complete
-    before = emulator.stats()["requests_total"]
+    before = emulator.stats()["http_requests"]
     time.sleep(5)
-    per_poll = (emulator.stats()["requests_total"] - before) / 5
-    # One message delta per watched folder and one folder delta: no listing pages.
-    assert per_poll <= 3, emulator.stats()["requests"]
+    per_poll = (emulator.stats()["http_requests"] - before) / 5
+    # The folder delta and one message delta per watched folder, all in one JSON batch.
+    assert per_poll <= 1, emulator.stats()["requests"]
 
 
 def test_rsync_remove_source_files_moves_every_attachment_once_while_mail_arrives(
