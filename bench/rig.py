@@ -92,8 +92,8 @@ def start_change_sequence(emulator: Emulator, mailbox: str) -> None:
 
 
 def graph_requests(stats: dict[str, Any]) -> int:
-    """Graph requests answered (token requests are not Graph requests)."""
-    return int(stats["requests_total"])
+    """HTTP requests Graph answered: a JSON batch counts once (token requests do not)."""
+    return int(stats["http_requests"])
 
 
 def requests_by_route(stats: dict[str, Any]) -> str:

@@ -152,8 +152,13 @@ class MailFilesystem(pyfuse3.Operations):
                 # timeout every stat and read asks getattr, which learns the real length.
                 size = node.attachment.size_estimate
                 attrs.attr_timeout = 0
-            else:
+            elif node.parent.files is not None and node.parent.files.get(node.name) is node:
+                # The poller invalidates a removed file's name, so the name may be kept too.
                 attrs.attr_timeout = self.options.settled_file_timeout
+                attrs.entry_timeout = self.options.settled_file_timeout
+            else:
+                # Gone from its folder, still answering for a while: the kernel keeps nothing.
+                attrs.attr_timeout = attrs.entry_timeout = 0
             attrs.st_size = size
             mtime = node.mtime
         attrs.st_blocks = -(-attrs.st_size // _BLOCK)
