@@ -50,6 +50,7 @@ import errno
 import fcntl
 import hashlib
 import logging
+import mmap
 import os
 import re
 import secrets
@@ -121,14 +122,29 @@ class ContentReader:
         self._fd = fd
         self._record = record
         self.size = record.size
+        self._map: mmap.mmap | None = None
 
-    def read(self, offset: int, size: int) -> bytes:
-        """Return up to ``size`` bytes at ``offset``; short only at the end of the content."""
-        # After close the descriptor is -1, so a late read fails with EBADF instead of
-        # reading whatever file reused the number.
-        return os.pread(self._fd, size, offset)
+    def read(self, offset: int, size: int) -> bytes | memoryview:
+        """Return up to ``size`` bytes at ``offset``; short only at the end of the content.
+
+        The bytes are a view of the file mapped into memory: no copy is made here, the
+        kernel copies them once into its reply.
+        """
+        if self._map is None:
+            # After close the descriptor is -1, so a late read fails with EBADF instead of
+            # reading whatever file reused the number.
+            if self.size == 0 or self._fd < 0:
+                return os.pread(self._fd, size, offset)
+            self._map = mmap.mmap(
+                self._fd, self.size, mmap.MAP_SHARED | mmap.MAP_POPULATE, mmap.PROT_READ
+            )
+        return memoryview(self._map)[offset : offset + size]
 
     def close(self) -> None:
+        if self._map is not None:
+            with contextlib.suppress(BufferError):  # a view still out: freed with it
+                self._map.close()
+            self._map = None
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
             _release(fd, self._record)

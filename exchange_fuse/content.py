@@ -60,7 +60,7 @@ class ContentHandle:
         self._reader: ContentReader | None = None
         self._download: _Download | None = None
 
-    async def read(self, offset: int, size: int) -> bytes:
+    async def read(self, offset: int, size: int) -> bytes | memoryview:
         if self._reader is None:
             entry = self._service.cache.get(self.file.key)
             if entry is not None:

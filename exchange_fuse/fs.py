@@ -238,7 +238,8 @@ class MailFilesystem(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=handle, keep_cache=True)
 
     @_errors
-    async def read(self, fh: int, off: int, size: int) -> bytes:
+    # pyfuse3 takes any contiguous buffer; a view of the mapped cache file saves a copy.
+    async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:  # type: ignore[override]
         handle = self._handles[fh]
         with trio.fail_after(self.options.operation_timeout):
             return await handle.read(off, size)

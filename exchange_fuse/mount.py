@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 # How often systemd's STATUS= line is refreshed (the watchdog may ask for more often).
 STATUS_INTERVAL = 15.0
+# The kernel's read-ahead for the mount: FUSE carries at most 1 MiB per read request.
+READ_AHEAD_KB = 1024
 
 
 class StartupError(Exception):
@@ -265,7 +267,8 @@ async def _report_health(
     on_ready: Callable[[], None] | None,
 ) -> None:
     # A stat through the kernel proves the mount answers before anyone is told it is ready.
-    await trio.to_thread.run_sync(os.stat, mountpoint)
+    status = await trio.to_thread.run_sync(os.stat, mountpoint)
+    _widen_read_ahead(status.st_dev)
     notifier.ready(status_line(filesystem))
     if on_ready is not None:
         on_ready()
@@ -282,6 +285,19 @@ async def _report_health(
         if notifier.watchdog_interval is not None:
             notifier.watchdog()
         notifier.status(status_line(filesystem))
+
+
+def _widen_read_ahead(device: int) -> None:
+    """Let the kernel read ahead 1 MiB at a time, the largest request FUSE carries.
+
+    The default of 128 KiB makes a cached 200 MB attachment cost 800 round trips through
+    the daemon instead of 200. Only root may change it; others keep the default.
+    """
+    setting = Path(f"/sys/class/bdi/{os.major(device)}:{os.minor(device)}/read_ahead_kb")
+    try:
+        setting.write_text(str(READ_AHEAD_KB))
+    except OSError as exc:
+        log.debug("read-ahead stays at the kernel's default: %s", exc)
 
 
 async def _handle_signals(poller: Poller, notifier: Notifier) -> None:
