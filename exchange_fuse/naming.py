@@ -131,7 +131,12 @@ class EntryName:
         tail = number + self.extension
         max_chars = MAX_CHARS - len(tail) - spare
         stem = _cut(self.stem, max_chars, MAX_BYTES - len(tail.encode()) - spare)
-        return _safe_stem(stem, tail) + tail
+        name = _safe_stem(stem, tail) + tail
+        if len(name) > MAX_CHARS or len(name.encode()) > MAX_BYTES:
+            # Making the cut stem safe added a character (after a device name, or for a
+            # trailing dot): cut one more and make it safe again.
+            return self._fit(number, spare + 1)
+        return name
 
 
 def attachment_entry_name(
@@ -145,7 +150,9 @@ def attachment_entry_name(
     name = _attachment_text(attachment_name, kind, item_type, content_type)
     extension = _extension(name)
     base = name[: len(name) - len(extension)]
-    stem = f"{_decoded(subject).translate(_INVALID)}-{base}" if subject else base
+    # A subject that decodes to nothing counts as none: a name never starts with "-".
+    subject = _decoded(subject) if subject else subject
+    stem = f"{subject.translate(_INVALID)}-{base}" if subject else base
     return _entry(stem, extension)
 
 
@@ -322,15 +329,37 @@ def _decoded(text: str) -> str:
     return _ENCODED_WORD.sub(_decode_word, _BETWEEN_WORDS.sub("", text))
 
 
+# Text codecs Python knows that are no MIME character sets.
+_NOT_CHARSETS = frozenset(
+    {
+        "idna",
+        "punycode",
+        "undefined",
+        "raw-unicode-escape",
+        "unicode-escape",
+        "raw_unicode_escape",
+        "unicode_escape",
+    }
+)
+
+
 def _decode_word(word: re.Match[str]) -> str:
     charset, encoding, payload = word.groups()
     try:
-        codec = codecs.lookup(charset.partition("*")[0]).name  # RFC 2231 adds *language
+        info = codecs.lookup(charset.partition("*")[0])  # RFC 2231 adds *language
+        if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_CHARSETS:
+            raise LookupError(info.name)
+        codec = info.name
         if encoding in "bB":
             raw = base64.b64decode(payload + "=" * (-len(payload) % 4))
         else:
             raw = binascii.a2b_qp(payload.encode("ascii"), header=True)
-    except (LookupError, ValueError):
+        # Python also knows "codecs" that are no character sets (hex, zlib, rot13, idna...):
+        # whatever they do with these bytes, a name is made of text or left as it came.
+        decoded = raw.decode(_CHARSET_SUPERSETS.get(codec, codec), errors="replace")
+        if not isinstance(decoded, str):
+            raise TypeError(codec)
+    except (LookupError, ValueError, TypeError):
         log.debug("left an undecodable encoded-word in a name as it is")
         return word.group()
-    return raw.decode(_CHARSET_SUPERSETS.get(codec, codec), errors="replace")
+    return decoded

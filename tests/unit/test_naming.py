@@ -625,3 +625,28 @@ def test_a_cut_only_shortens_the_stem(subject: str | None, base: str, n: int) ->
     suffix = f"{number}.txt"
     shown_stem = entry.render(n).removesuffix(suffix)
     assert entry.stem.startswith(shown_stem)
+
+
+@pytest.mark.parametrize(
+    "word", ["=?hex?Q?41?=", "=?zlib?B?eJw=?=", "=?rot13?Q?nop?=", "=?idna?Q?xn--?=",
+             "=?punycode?Q?--a?=", "=?undefined?Q?a?=", "=?uu?Q?x?="],
+)  # fmt: skip
+def test_encoded_words_naming_codecs_that_are_no_charsets_stay_as_they_came(word: str) -> None:
+    # Python knows these "codecs" (hex, zlib, ...) but they are no character sets.
+    name = attachment_entry_name(word, "report.pdf", AttachmentKind.FILE).render()
+    assert name == word.replace("?", "-") + "-report.pdf"
+
+
+def test_a_subject_that_decodes_to_nothing_counts_as_none() -> None:
+    assert attachment_entry_name("=?utf-8?Q??=", "invoice.pdf", AttachmentKind.FILE).render() == (
+        "invoice.pdf"
+    )
+
+
+@pytest.mark.parametrize("extension", [".pdf", ".𝒜𝒜𝒜𝒜𝒜𝒜𝒜𝒜𝒜"])
+@pytest.mark.parametrize("ordinal", [1, 2, 10])
+def test_a_device_name_cut_to_length_stays_within_the_limits(extension: str, ordinal: int) -> None:
+    name = attachment_entry_name(None, "CON" + " " * 300 + extension, AttachmentKind.FILE)
+    rendered = name.render(ordinal)
+    assert len(rendered) <= 240 and len(rendered.encode()) <= 255
+    assert rendered.endswith(extension)
