@@ -155,9 +155,13 @@ def _mailboxes(value: Any) -> tuple[str, ...]:
     addresses = _texts(value)
     if not addresses:
         raise ValueError("expected at least one mailbox address")
+    seen: set[str] = set()
     for address in addresses:
         if "@" not in address or " " in address:
             raise ValueError(f"{address!r} is not a mailbox address")
+        if address.casefold() in seen:
+            raise ValueError(f"{address!r} is listed twice")
+        seen.add(address.casefold())
     return addresses
 
 

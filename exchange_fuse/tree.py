@@ -70,6 +70,8 @@ class DirectoryNode:
     subfolders: dict[str, DirectoryNode] = field(default_factory=dict)
     # Entries by name; None until the folder's messages are first listed.
     files: dict[str, FileNode] | None = None
+    # Graph keeps no time for folders; a fixed one keeps a second rsync -a from touching
+    # every directory again.
     mtime: float = 0.0
     # Names of attachments that went away, held until the kernel forgets their inode.
     retired: dict[str, int] = field(default_factory=dict)
@@ -194,7 +196,7 @@ class Namespace:
         else:
             mailbox_dir = self._directory(
                 ("mailbox", mailbox),
-                naming.folder_entry_name(mailbox).render(),
+                _first_free(naming.folder_entry_name(mailbox), self.root.subfolders),
                 self.root,
                 mailbox,
                 root_folder,
@@ -228,25 +230,39 @@ class Namespace:
             wanted = sorted(children.get(folder_id, ()), key=lambda f: (f.display_name, f.id))
             before = {name: node.inode for name, node in directory.subfolders.items()}
             by_inode = {node.inode: node for node in directory.subfolders.values()}
-            subfolders: dict[str, DirectoryNode] = {}
+
+            # Folders already shown keep their names; only new and renamed ones are named,
+            # and around every name in use, files included: a shown name never moves.
+            placed: list[tuple[FolderRecord, DirectoryNode | None, str]] = []
+            kept: set[str] = set()
             for folder in wanted:
                 folder_path = f"{path}/{folder.display_name}" if path else folder.display_name
                 if self._folder_excluded(folder_path):
                     continue
-                key = ("folder", mailbox, folder.id)
-                inode = self._inode_by_key.get(key)
+                inode = self._inode_by_key.get(("folder", mailbox, folder.id))
                 known = by_inode.get(inode) if inode is not None else None
-                base = naming.folder_entry_name(folder.display_name)
-                renamed = (
-                    known is None
-                    or known.folder is None
-                    or (known.folder.display_name != folder.display_name)
+                unchanged = (
+                    known is not None
+                    and known.folder is not None
+                    and known.folder.display_name == folder.display_name
                 )
-                if not renamed and known is not None and known.name not in subfolders:
-                    name = known.name  # an unchanged folder keeps the name it has
+                if unchanged and known is not None:
+                    kept.add(known.name)
+                placed.append((folder, known if unchanged else None, folder_path))
+
+            unavailable = _Either(kept, directory.files or {})
+            subfolders: dict[str, DirectoryNode] = {}
+            for folder, known, folder_path in placed:
+                if known is not None:
+                    name = known.name
                 else:
-                    name = _first_free(base, subfolders)
-                node = self._directory(key, name, directory, mailbox, folder)
+                    name = _first_free(
+                        naming.folder_entry_name(folder.display_name),
+                        _Either(unavailable, subfolders),
+                    )
+                node = self._directory(
+                    ("folder", mailbox, folder.id), name, directory, mailbox, folder
+                )
                 node.name = name
                 node.folder = folder
                 subfolders[name] = node
@@ -254,7 +270,6 @@ class Namespace:
             directory.subfolders = subfolders
             after = {name: node.inode for name, node in subfolders.items()}
             if after != before:
-                directory.mtime = time.time()
                 changed.append(directory)
                 if directory.files is not None:
                     self._apply_messages(directory, self._messages_of(directory))
@@ -283,14 +298,7 @@ class Namespace:
             node.parent = parent
             return node
         inode = self._allocate(key)
-        node = DirectoryNode(
-            inode=inode,
-            name=name,
-            parent=parent,
-            mailbox=mailbox,
-            folder=folder,
-            mtime=time.time(),
-        )
+        node = DirectoryNode(inode=inode, name=name, parent=parent, mailbox=mailbox, folder=folder)
         self._nodes[inode] = node
         return node
 
@@ -377,8 +385,9 @@ class Namespace:
 
         self._release_retired(directory)
         unavailable = _Either(taken, directory.retired)
+        last_ordinals: dict[naming.EntryName, int] = {}
         for entry_name, identity, message, attachment in fresh:
-            name = _first_free(entry_name, unavailable)
+            name = _first_free(entry_name, unavailable, last_ordinals)
             node = self._file(identity, name, directory, mailbox, message, attachment)
             files[name] = node
             taken.add(name)
@@ -394,8 +403,6 @@ class Namespace:
         directory.order = list(files.values())
         for position, node in enumerate(directory.order):
             node.position = position
-        if added or removed or not old_files:
-            directory.mtime = time.time()
         return added, removed
 
     def _entry_name(
@@ -413,6 +420,7 @@ class Namespace:
                 },
                 kind=attachment.kind,
                 item_type=attachment.item_type,
+                content_type=attachment.content_type,
             )
         return naming.attachment_entry_name(
             message.subject,
@@ -468,7 +476,6 @@ class Namespace:
         if directory.files is not None and directory.files.get(file.name) is file:
             del directory.files[file.name]
             directory.retired[file.name] = file.inode
-            directory.mtime = time.time()
         directory.lingering.pop(file.name, None)
 
     def following(self, file: FileNode, count: int) -> list[FileNode]:
@@ -601,11 +608,22 @@ class Namespace:
         return self._lookups.get(inode, 0)
 
 
-def _first_free(entry_name: naming.EntryName, taken: Container[str]) -> str:
-    ordinal = 1
+def _first_free(
+    entry_name: naming.EntryName,
+    taken: Container[str],
+    last_ordinals: dict[naming.EntryName, int] | None = None,
+) -> str:
+    """The first name of this entry's series not taken.
+
+    ``last_ordinals`` remembers where each series got to, so that naming a folder of
+    thousands of same-named attachments does not try every number again for each.
+    """
+    ordinal = 1 if last_ordinals is None else last_ordinals.get(entry_name, 0) + 1
     while True:
         name = entry_name.render(ordinal)
         if name not in taken:
+            if last_ordinals is not None:
+                last_ordinals[entry_name] = ordinal
             return name
         ordinal += 1
 

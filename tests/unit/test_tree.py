@@ -272,3 +272,58 @@ async def test_renamed_folder_keeps_its_inode() -> None:
     assert changed == [namespace.root]
     with pytest.raises(NoSuchEntry):
         await namespace.lookup(ROOT_INODE, "Inbox")
+
+
+async def test_shown_folder_names_never_move_to_another_folder() -> None:
+    source = RecordedMailbox()
+    source.folders[MAILBOX] += [folder("dash", "a-b"), folder("colon", "a:b")]
+    namespace = await loaded(source)
+    before = {name: node.inode for name, node in await namespace.entries(ROOT_INODE)}
+    assert {"a-b", "a-b (2)"} <= before.keys()
+
+    # A newcomer that sorts first and makes the same name gets the next number.
+    namespace.replace_folder_tree(MAILBOX, [*source.folders[MAILBOX], folder("quote", 'a"b')])
+    after = {name: node.inode for name, node in await namespace.entries(ROOT_INODE)}
+    assert after["a-b"] == before["a-b"] and after["a-b (2)"] == before["a-b (2)"]
+    assert "a-b (3)" in after
+
+
+async def test_a_new_folder_never_takes_the_name_of_a_file_already_shown() -> None:
+    source = RecordedMailbox()
+    source.messages[FolderId("inbox")] = [message("m1", "Plan", attachment("a", "notes.txt"))]
+    namespace = await loaded(source)
+    directory = await inbox(namespace)
+    shown = await namespace.lookup(directory.inode, "Plan-notes.txt")
+
+    namespace.replace_folder_tree(
+        MAILBOX, [*source.folders[MAILBOX], folder("sub", "Plan-notes.txt", parent="inbox")]
+    )
+    assert (await namespace.lookup(directory.inode, "Plan-notes.txt")).inode == shown.inode
+    assert isinstance(await namespace.lookup(directory.inode, "Plan-notes (2).txt"), DirectoryNode)
+
+
+async def test_thousands_of_same_named_attachments_get_every_number_once() -> None:
+    source = RecordedMailbox()
+    source.messages[FolderId("inbox")] = [
+        message(f"m{n:05}", "Daily report", attachment(f"a{n}", "report.csv"), minutes=n)
+        for n in range(3000)
+    ]
+    namespace = await loaded(source)
+    names = await names_in(namespace)
+    assert names[0] == "Daily report-report.csv"
+    assert names[-1] == "Daily report-report (3000).csv"
+    assert len(set(names)) == 3000
+
+
+async def names_in(namespace: Namespace) -> list[str]:
+    return await names(namespace, (await inbox(namespace)).inode)
+
+
+async def test_directory_times_are_fixed() -> None:
+    source = RecordedMailbox()
+    source.messages[FolderId("inbox")] = [message("m1", "A", attachment("1", "x.pdf"))]
+    namespace = await loaded(source)
+    directory = await inbox(namespace)
+    await namespace.entries(directory.inode)
+    namespace.apply_listing(directory, [])
+    assert directory.mtime == namespace.root.mtime == 0.0
