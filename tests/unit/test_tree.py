@@ -299,7 +299,7 @@ async def test_a_new_folder_never_takes_the_name_of_a_file_already_shown() -> No
         MAILBOX, [*source.folders[MAILBOX], folder("sub", "Plan-notes.txt", parent="inbox")]
     )
     assert (await namespace.lookup(directory.inode, "Plan-notes.txt")).inode == shown.inode
-    assert isinstance(await namespace.lookup(directory.inode, "Plan-notes (2).txt"), DirectoryNode)
+    assert isinstance(await namespace.lookup(directory.inode, "Plan-notes.txt (2)"), DirectoryNode)
 
 
 async def test_thousands_of_same_named_attachments_get_every_number_once() -> None:
