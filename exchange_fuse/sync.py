@@ -138,15 +138,19 @@ class Poller:
             delta = await self._graph.folder_delta(mailbox, link, first_page=first_page)
         except graph.SyncStateExpiredError:
             link, delta = None, await self._graph.folder_delta(mailbox, None)
-        self._folder_links[mailbox] = delta.delta_link
         if link is not None and not delta.changed and not delta.removed:
+            self._folder_links[mailbox] = delta.delta_link
             return
 
         before = self._entry_names(mailbox_dir)
         folders = await self._graph.list_folder_tree(
             mailbox, include_hidden=self._namespace.options.include_hidden_folders
         )
-        for directory in self._namespace.replace_folder_tree(mailbox, folders):
+        changed = self._namespace.replace_folder_tree(mailbox, folders)
+        # Only now is the round's news applied: a failure before this point leaves the old
+        # link, and the next poll sees the same changes again.
+        self._folder_links[mailbox] = delta.delta_link
+        for directory in changed:
             gone = before.get(directory.inode, set()) - set(directory.subfolders)
             gone -= set(directory.files or ())
             for name in sorted(gone):
@@ -179,14 +183,15 @@ class Poller:
             log.info("delta of %s expired, listing it again", self._namespace.path(directory))
             link = None
             delta = await self._graph.message_delta(mailbox, folder_id, None)
-        self._delta_links[directory.inode] = delta.delta_link
-
         # The first round returns every message: relist, since mail may have changed between
         # the listing the kernel saw and this round.
         if link is not None and not delta.changed and not delta.removed:
+            self._delta_links[directory.inode] = delta.delta_link
             return
         messages = await self._graph.list_messages(mailbox, folder_id)
         added, removed = self._namespace.apply_listing(directory, messages)
+        # Kept only once applied: if the listing failed, the next poll sees the news again.
+        self._delta_links[directory.inode] = delta.delta_link
         for node in removed:
             await self._invalidator.entry_gone(directory.inode, node.name)
         if added or removed:
