@@ -87,7 +87,7 @@ def _seconds(value: Any) -> float:
         seconds = float(value)
     except (TypeError, ValueError):
         raise ValueError("expected a number of seconds") from None
-    if isinstance(value, bool) or seconds <= 0:
+    if isinstance(value, bool) or not 0 < seconds < 1e9:  # also refuses nan and infinity
         raise ValueError("expected a positive number of seconds")
     return seconds
 
@@ -97,10 +97,11 @@ def _count(value: Any) -> int:
         raise ValueError("expected a whole number")
     try:
         number = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError("expected a whole number") from None
-    if number < 0:
-        raise ValueError("expected a whole number, 0 or more")
+    # Ids and counts fit 32 bits (uid_t); anything larger would fail only once mounted.
+    if not 0 <= number < 2**32 - 1:
+        raise ValueError("expected a whole number from 0 to 4294967294")
     return number
 
 
@@ -118,15 +119,23 @@ def _umask(value: Any) -> int:
 
 
 def _https_url(value: Any) -> str:
-    url = urlsplit(_text(value))
-    if url.scheme != "https" or not url.hostname:
+    try:
+        url = urlsplit(_text(value))
+        valid = url.scheme == "https" and bool(url.hostname) and url.port != 0
+    except ValueError:
+        valid = False
+    if not valid:
         raise ValueError("expected an https:// URL with a host name")
     return url.geturl()
 
 
 def _proxy_url(value: Any) -> str:
-    url = urlsplit(_text(value))
-    if url.scheme not in ("http", "https") or not url.hostname:
+    try:
+        url = urlsplit(_text(value))
+        valid = url.scheme in ("http", "https") and bool(url.hostname) and url.port != 0
+    except ValueError:
+        valid = False
+    if not valid:
         raise ValueError("expected a proxy URL such as http://proxy.example:3128")
     return url.geturl()
 
@@ -409,7 +418,7 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: no such configuration file") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
     if "mailboxes" in data and "mailbox" not in data:
         data["mailbox"] = data.pop("mailboxes")

@@ -32,6 +32,7 @@ R = TypeVar("R")
 
 _BLOCK = 512
 _XATTR_PREFIX = b"user.exchange."
+_XATTR_MAX_CHARS = 4096
 _IO_BLOCK = 128 * 1024
 
 
@@ -94,6 +95,10 @@ def _errors(handler: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Corouti
             raise pyfuse3.FUSEError(errno_for(exc)) from None
         except auth.AuthError as exc:
             log.error("sign-in to Graph failed, files cannot be read: %s", exc.hint)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+        except OSError as exc:
+            # The cache's own disk: full, gone read-only, or failing.
+            log.error("%s: the attachment cache failed: %s", handler.__name__, exc.strerror)
             raise pyfuse3.FUSEError(errno.EIO) from None
         except Exception:
             log.exception("unexpected error in %s", handler.__name__)
@@ -307,7 +312,12 @@ class MailFilesystem(pyfuse3.Operations):
                 "folder": node.folder.display_name if node.folder else None,
                 "mailbox": node.mailbox,
             }
-        return {f"user.exchange.{key}": value for key, value in values.items() if value}
+        # The kernel takes values up to 64 KiB; a subject may be longer.
+        return {
+            f"user.exchange.{key}": value[:_XATTR_MAX_CHARS]
+            for key, value in values.items()
+            if value
+        }
 
     async def _web_link(self, node: FileNode) -> str | None:
         # Not kept from listings, to save memory: asked for once per message when read.

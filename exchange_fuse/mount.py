@@ -8,6 +8,7 @@ a ``StartupError`` with one sentence that says what to fix.
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import shutil
@@ -331,6 +332,10 @@ def _empty_message_policy(config: Config, namespace: Namespace) -> EmptyMessageP
 
 
 def _cache_directory(config: Config) -> Path:
-    # One subdirectory per mountpoint, so two mounts never share partial downloads.
-    name = str(config.mountpoint.resolve()).strip("/").replace("/", "_") or "root"
-    return config.cache_dir / name
+    # One subdirectory per mountpoint, so two mounts never share partial downloads: a
+    # readable part for people, a digest so that no two paths share it, short enough for any
+    # file system.
+    path = str(config.mountpoint.resolve())
+    readable = path.strip("/").replace("/", "_")[-60:] or "root"
+    digest = hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    return config.cache_dir / f"{readable}-{digest}"

@@ -203,9 +203,16 @@ def check_template(template: str) -> None:
     """Raise ``ValueError`` with a readable reason if ``template`` cannot name files."""
     sample: dict[str, str | datetime | None] = dict.fromkeys(TEMPLATE_FIELDS, "x")
     sample["received"] = datetime(2000, 1, 2, 3, 4, 5)
+    # A format width of millions of characters would be cut anyway, at some memory cost.
+    try:
+        specs = [spec or "" for _, _, spec, _ in string.Formatter().parse(template)]
+    except ValueError as error:
+        raise ValueError(f"bad name template {template!r}: {error}") from error
+    if any(len(digits) > 3 for spec in specs for digits in re.findall(r"\d+", spec)):
+        raise ValueError(f"bad name template {template!r}: a field width over 999")
     try:
         templated_entry_name(template, sample)
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, MemoryError, OverflowError) as error:
         raise ValueError(f"bad name template {template!r}: {error}") from error
 
 

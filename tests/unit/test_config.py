@@ -135,6 +135,12 @@ def test_each_bad_value_is_rejected_naming_the_option(key: str) -> None:
         ("ca_bundle", "/etc/passwd", "not a PEM file"),
         ("log_file", "/tmp", "not a directory"),
         ("log_file", "/nonexistent/dir/x.log", "does not exist"),
+        ("uid", 99999999999, "from 0 to"),
+        ("gid", float("inf"), "whole number"),
+        ("poll_interval", float("nan"), "positive number"),
+        ("timeout", float("inf"), "positive number"),
+        ("proxy", "http://[::1", "proxy URL"),
+        ("name_template", "{subject:>99999999999}", "field width"),
     ],
 )
 def test_values_that_would_only_fail_later_are_refused_up_front(
@@ -158,6 +164,9 @@ def test_unknown_keys_and_unreadable_files(tmp_path: Path) -> None:
     with pytest.raises(config.ConfigError, match="unknown option 'cach_dir'"):
         config.read_toml(path)
     path.write_text("tenant = \n")
+    with pytest.raises(config.ConfigError, match="not valid TOML"):
+        config.read_toml(path)
+    path.write_bytes(b'tenant = "\xff\xfe"\n')
     with pytest.raises(config.ConfigError, match="not valid TOML"):
         config.read_toml(path)
     with pytest.raises(config.ConfigError, match="no such configuration file"):
