@@ -71,6 +71,9 @@ _CHARSET_ALIASES = {
     "unicode-1-1-utf-7": "utf-7",
 }
 
+_NOT_CHARSETS = frozenset(
+    {"idna", "punycode", "undefined", "raw-unicode-escape", "unicode-escape"}
+)
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 
@@ -83,8 +86,11 @@ def codec_for(label: str | None) -> str:
     name = name.split("*", 1)[0]  # RFC 2231 language suffix on an encoded-word charset
     name = _CHARSET_ALIASES.get(name, name)
     try:
-        codecs.lookup(name)
+        info = codecs.lookup(name)
     except LookupError:
+        return "utf-8"
+    # Python also knows codecs that are no character sets (hex, zlib, rot13, punycode...).
+    if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_CHARSETS:
         return "utf-8"
     return name
 

@@ -184,3 +184,17 @@ def test_decode_words_keeps_plain_text_and_joins_split_characters() -> None:
     second = base64.b64encode(raw[2:]).decode()
     assert decode_words(f"=?utf-8?B?{first}?= =?utf-8?B?{second}?=") == "日本"
     assert decode_words("plain =?iso-8859-1?Q?caf=E9?= text") == "plain café text"
+
+
+def test_a_codec_that_is_no_charset_keeps_the_message_whole() -> None:
+    raw = (
+        b"Subject: =?hex?Q?41?=\r\nFrom: a@example.com\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="X"\r\n\r\n--X\r\n'
+        b"Content-Type: text/plain\r\n\r\nhi\r\n--X\r\n"
+        b'Content-Type: application/pdf; name="r.pdf"\r\n'
+        b"Content-Disposition: attachment\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        b"JVBERg==\r\n--X--\r\n"
+    )
+    message = message_from_mime(raw, fallback_time=0.0)
+    assert [attachment.name for attachment in message.attachments] == ["r.pdf"]
+    assert message.subject == "41"
