@@ -89,6 +89,8 @@ _ATTACHMENT_FIELDS = "id,name,contentType,size,isInline,lastModifiedDateTime"
 _ATTACHMENTS_EXPAND = f"attachments($select={_ATTACHMENT_FIELDS})"
 # Graph takes at most 20 requests in one JSON batch.
 _BATCH_SIZE = 20
+# Messages parsed between checkpoints while the next page is on its way.
+_PARSE_BATCH = 200
 _FOLDER_FIELDS = "id,displayName,parentFolderId,childFolderCount,totalItemCount,isHidden"
 
 _ATTACHMENT_KINDS = {
@@ -539,10 +541,17 @@ class GraphClient:
             "$expand": _ATTACHMENTS_EXPAND,
             "$top": str(self._page_size),
         }
-        items = await self._all_pages(url, params)
-        messages = [
-            message for item in items if (message := _parse_message(item, folder_id)) is not None
-        ]
+        messages: list[MessageRecord] = []
+
+        async def parse(items: list[dict[str, Any]]) -> None:
+            for start in range(0, len(items), _PARSE_BATCH):
+                for item in items[start : start + _PARSE_BATCH]:
+                    if (message := _parse_message(item, folder_id)) is not None:
+                        messages.append(message)
+                # Let the request for the next page go out while this one is parsed.
+                await trio.lowlevel.checkpoint()
+
+        await self._each_page(url, params, parse)
         return await self._complete_attachments(mailbox, messages)
 
     def message_delta_request(
@@ -797,6 +806,47 @@ class GraphClient:
         if (parts.scheme, parts.netloc.lower()) != self._origin:
             raise BadResponseError(f"{_path(origin_url)}: a page link to another server")
         return link
+
+    async def _each_page(
+        self,
+        url: str,
+        params: dict[str, str] | None,
+        consume: Callable[[list[dict[str, Any]]], Awaitable[None]],
+    ) -> None:
+        """Feed the items of each page to ``consume``, asking for the next page first.
+
+        Pages must be fetched one after the other (each names the next), but the work on
+        one page can run while the next is on its way.
+        """
+        page = _as_dict(await self._call("GET", url, params=params), url)
+        with _first_error():
+            await self._follow_pages(url, page, consume)
+
+    async def _follow_pages(
+        self,
+        url: str,
+        page: dict[str, Any],
+        consume: Callable[[list[dict[str, Any]]], Awaitable[None]],
+    ) -> None:
+        async with trio.open_nursery() as nursery:
+            for _ in range(_MAX_PAGES):
+                next_link = page.get("@odata.nextLink")
+                arrived: list[Any] = []
+                landed = trio.Event()
+                if next_link is not None:
+                    next_url = self._check_link(next_link, url)
+                    nursery.start_soon(self._fetch_into, next_url, arrived, landed)
+                await consume(list(_page_items(page, url)))
+                if next_link is None:
+                    return
+                await landed.wait()
+                url = next_url
+                page = _as_dict(arrived[0], url)
+        raise BadResponseError(f"{_path(url)}: more than {_MAX_PAGES} pages")
+
+    async def _fetch_into(self, url: str, arrived: list[Any], landed: trio.Event) -> None:
+        arrived.append(await self._call("GET", url))
+        landed.set()
 
     async def _all_pages(self, url: str, params: dict[str, str] | None) -> list[dict[str, Any]]:
         """The items of a collection, following every ``@odata.nextLink``."""
