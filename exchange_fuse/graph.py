@@ -85,7 +85,7 @@ T = TypeVar("T")
 _MESSAGE_FIELDS = "id,subject,receivedDateTime,from,internetMessageId"
 # Only the attachment base type's fields can be selected inside $expand; contentBytes
 # is never fetched in a listing.
-_ATTACHMENT_FIELDS = "id,name,contentType,size,isInline,lastModifiedDateTime"
+_ATTACHMENT_FIELDS = "id,name,contentType,size,isInline"
 _ATTACHMENTS_EXPAND = f"attachments($select={_ATTACHMENT_FIELDS})"
 # Graph takes at most 20 requests in one JSON batch.
 _BATCH_SIZE = 20
@@ -1331,7 +1331,6 @@ def _parse_attachment(item: dict[str, Any]) -> AttachmentRecord | None:
         size_estimate=_count(item.get("size")),
         is_inline=item.get("isInline") is True,
         kind=kind,
-        last_modified=_timestamp(item.get("lastModifiedDateTime")),
         item_type=item_type,
         source_url=_text(item.get("sourceUrl")) if kind is AttachmentKind.REFERENCE else None,
     )

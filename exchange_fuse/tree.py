@@ -363,9 +363,7 @@ class Namespace:
         files: dict[str, FileNode] = {}
         taken = set(directory.subfolders)
         added: list[FileNode] = []
-        fresh: list[
-            tuple[naming.EntryName, tuple[str, str, str], MessageRecord, AttachmentRecord]
-        ] = []
+        fresh: list[tuple[naming.EntryName, MessageRecord, AttachmentRecord]] = []
 
         # Attachments already shown keep their names; new ones are named afterwards, oldest
         # first, so a newcomer never takes a name away from an entry the kernel knows.
@@ -381,14 +379,14 @@ class Namespace:
             entry_name = self._entry_name(message, attachment)
             if not self._shown(entry_name.render()):
                 continue
-            fresh.append((entry_name, key, message, attachment))
+            fresh.append((entry_name, message, attachment))
 
         self._release_retired(directory)
         unavailable = _Either(taken, directory.retired)
         last_ordinals: dict[naming.EntryName, int] = {}
-        for entry_name, identity, message, attachment in fresh:
+        for entry_name, message, attachment in fresh:
             name = _first_free(entry_name, unavailable, last_ordinals)
-            node = self._file(identity, name, directory, mailbox, message, attachment)
+            node = self._file(name, directory, mailbox, message, attachment)
             files[name] = node
             taken.add(name)
             added.append(node)
@@ -447,16 +445,17 @@ class Namespace:
 
     def _file(
         self,
-        key: tuple[str, str, str],
         name: str,
         parent: DirectoryNode,
         mailbox: MailboxAddress,
         message: MessageRecord,
         attachment: AttachmentRecord,
     ) -> FileNode:
-        inode = self._inode_by_key.get(key)
-        if inode is None:
-            inode = self._allocate(key)
+        # Files shown since the last listing keep their node (and inode) through
+        # _apply_messages; a new one gets a number never used before. Unlike folders, files
+        # are not indexed by id: that index would cost more per file than the file itself.
+        inode = self._next_inode
+        self._next_inode += 1
         node = FileNode(
             inode=inode,
             name=name,
@@ -600,8 +599,8 @@ class Namespace:
         node = self._nodes.get(inode)
         listed = isinstance(node, FileNode) and node.parent.files is not None
         if listed and node.parent.files.get(node.name) is not node:  # type: ignore[union-attr]
-            # Gone from the listing and unknown to the kernel: drop it, keep its inode
-            # number reserved for the attachment's key.
+            # Gone from the listing and unknown to the kernel: drop it (its number is never
+            # given out again).
             del self._nodes[inode]
 
     def lookup_count(self, inode: int) -> int:
