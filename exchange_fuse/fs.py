@@ -284,8 +284,7 @@ class MailFilesystem(pyfuse3.Operations):
                 "subject": message.subject,
                 "sender": message.sender,
                 "received": message.received.isoformat(),
-                "message_id": message.internet_message_id,
-                "web_link": await self._web_link(node),
+                **await self._message_details(node),
                 "attachment_name": attachment.name,
                 "content_type": attachment.content_type,
                 "mailbox": node.mailbox,
@@ -319,13 +318,20 @@ class MailFilesystem(pyfuse3.Operations):
             if value
         }
 
-    async def _web_link(self, node: FileNode) -> str | None:
+    async def _message_details(self, node: FileNode) -> dict[str, str | None]:
         # Not kept from listings, to save memory: asked for once per message when read.
         if node.message.web_link is None:
             with trio.fail_after(self.options.operation_timeout):
-                link = await self.content.graph.message_web_link(node.mailbox, node.message.id)
-            node.message = dataclasses.replace(node.message, web_link=link or "")
-        return node.message.web_link or None
+                link, message_id = await self.content.graph.message_details(
+                    node.mailbox, node.message.id
+                )
+            node.message = dataclasses.replace(
+                node.message, web_link=link or "", internet_message_id=message_id
+            )
+        return {
+            "message_id": node.message.internet_message_id,
+            "web_link": node.message.web_link or None,
+        }
 
     @_errors
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:

@@ -82,7 +82,7 @@ T = TypeVar("T")
 
 # Only what the namespace uses: a mount may hold hundreds of thousands of messages. The
 # folder is the one listed; the web link is asked for when someone reads it.
-_MESSAGE_FIELDS = "id,subject,receivedDateTime,from,internetMessageId"
+_MESSAGE_FIELDS = "id,subject,receivedDateTime,from"
 # Only the attachment base type's fields can be selected inside $expand; contentBytes
 # is never fetched in a listing.
 _ATTACHMENT_FIELDS = "id,name,contentType,size,isInline"
@@ -418,6 +418,7 @@ class GraphClient:
         self._retry_timeout = retry_timeout
         self._request_timeout = request_timeout
         self._page_size = max(1, min(page_size, 1000))
+        self._message_fields = _MESSAGE_FIELDS
         self._delta_headers = {
             "Prefer": f'IdType="ImmutableId", odata.maxpagesize={self._page_size}'
         }
@@ -537,7 +538,7 @@ class GraphClient:
         """Every message in the folder, with its attachments (metadata only)."""
         url = self._url(mailbox, "mailFolders", folder_id, "messages")
         params = {
-            "$select": _MESSAGE_FIELDS,
+            "$select": self._message_fields,
             "$expand": _ATTACHMENTS_EXPAND,
             "$top": str(self._page_size),
         }
@@ -561,7 +562,7 @@ class GraphClient:
         if delta_link is not None:
             return delta_link, None
         url = self._url(mailbox, "mailFolders", folder_id, "messages", "delta")
-        return url, {"$select": _MESSAGE_FIELDS, "$expand": _ATTACHMENTS_EXPAND}
+        return url, {"$select": self._message_fields, "$expand": _ATTACHMENTS_EXPAND}
 
     def folder_delta_request(
         self, mailbox: MailboxAddress, delta_link: str | None
@@ -689,11 +690,18 @@ class GraphClient:
         items = await self._all_pages(url, {"$select": _ATTACHMENT_FIELDS})
         return [record for item in items if (record := _parse_attachment(item)) is not None]
 
-    async def message_web_link(self, mailbox: MailboxAddress, message_id: MessageId) -> str | None:
-        """The link that opens the message in Outlook on the web."""
+    def list_internet_message_ids(self) -> None:
+        """Have listings carry each message's Internet Message-ID (a name template uses it)."""
+        self._message_fields = f"{_MESSAGE_FIELDS},internetMessageId"
+
+    async def message_details(
+        self, mailbox: MailboxAddress, message_id: MessageId
+    ) -> tuple[str | None, str | None]:
+        """(web link, Internet Message-ID) of one message: what listings leave out."""
         url = self._url(mailbox, "messages", message_id)
-        body = _as_dict(await self._call("GET", url, params={"$select": "webLink"}), url)
-        return _text(body.get("webLink"))
+        params = {"$select": "webLink,internetMessageId"}
+        body = _as_dict(await self._call("GET", url, params=params), url)
+        return _text(body.get("webLink")), _text(body.get("internetMessageId"))
 
     async def get_attachment(
         self,
@@ -1280,7 +1288,8 @@ def _parse_message(item: dict[str, Any], folder_id: FolderId) -> MessageRecord |
     sender = item.get("from")
     address = sender.get("emailAddress") if isinstance(sender, dict) else None
     if isinstance(address, dict):
-        sender_text = _text(address.get("address")) or _text(address.get("name"))
+        # Few distinct senders across a mailbox: one string each.
+        sender_text = _interned(_text(address.get("address")) or _text(address.get("name")))
     else:
         sender_text = None
     raw_attachments = item.get("attachments")

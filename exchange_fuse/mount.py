@@ -176,6 +176,8 @@ async def _load_namespace(
     config: Config, client: graph.GraphClient, tokens: auth.TokenProvider
 ) -> Namespace:
     """Sign in and load every mailbox's folder tree, explaining what stops it."""
+    if config.name_template and "message_id" in config.name_template:
+        client.list_internet_message_ids()
     mailboxes = [MailboxAddress(address) for address in config.mailboxes]
     namespace = Namespace(
         client,
