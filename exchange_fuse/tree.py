@@ -363,7 +363,7 @@ class Namespace:
         files: dict[str, FileNode] = {}
         taken = set(directory.subfolders)
         added: list[FileNode] = []
-        fresh: list[tuple[naming.EntryName, MessageRecord, AttachmentRecord]] = []
+        fresh: list[tuple[naming.EntryName, str, MessageRecord, AttachmentRecord]] = []
 
         # Attachments already shown keep their names; new ones are named afterwards, oldest
         # first, so a newcomer never takes a name away from an entry the kernel knows.
@@ -377,15 +377,20 @@ class Namespace:
                 taken.add(existing.name)
                 continue
             entry_name = self._entry_name(message, attachment)
-            if not self._shown(entry_name.render()):
+            plain = entry_name.render()
+            if not self._shown(plain):
                 continue
-            fresh.append((entry_name, message, attachment))
+            fresh.append((entry_name, plain, message, attachment))
 
         self._release_retired(directory)
         unavailable = _Either(taken, directory.retired)
         last_ordinals: dict[naming.EntryName, int] = {}
-        for entry_name, message, attachment in fresh:
-            name = _first_free(entry_name, unavailable, last_ordinals)
+        for entry_name, plain, message, attachment in fresh:
+            name = (
+                plain
+                if plain not in unavailable
+                else _first_free(entry_name, unavailable, last_ordinals)
+            )
             node = self._file(name, directory, mailbox, message, attachment)
             files[name] = node
             taken.add(name)
@@ -430,6 +435,8 @@ class Namespace:
 
     def _shown(self, name: str) -> bool:
         include, exclude = self.options.include, self.options.exclude
+        if not include and not exclude:
+            return True
         if include and not any(fnmatch.fnmatchcase(name, p) for p in include):
             return False
         return not any(fnmatch.fnmatchcase(name, p) for p in exclude)
