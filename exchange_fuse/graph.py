@@ -533,9 +533,16 @@ class GraphClient:
     # Messages
 
     async def list_messages(
-        self, mailbox: MailboxAddress, folder_id: FolderId
+        self,
+        mailbox: MailboxAddress,
+        folder_id: FolderId,
+        *,
+        on_page: Callable[[list[MessageRecord]], Awaitable[None]] | None = None,
     ) -> list[MessageRecord]:
-        """Every message in the folder, with its attachments (metadata only)."""
+        """Every message in the folder, with its attachments (metadata only).
+
+        ``on_page`` sees each page's messages while the next page is on its way.
+        """
         url = self._url(mailbox, "mailFolders", folder_id, "messages")
         params = {
             "$select": self._message_fields,
@@ -545,12 +552,16 @@ class GraphClient:
         messages: list[MessageRecord] = []
 
         async def parse(items: list[dict[str, Any]]) -> None:
+            page: list[MessageRecord] = []
             for start in range(0, len(items), _PARSE_BATCH):
                 for item in items[start : start + _PARSE_BATCH]:
                     if (message := _parse_message(item, folder_id)) is not None:
-                        messages.append(message)
+                        page.append(message)
                 # Let the request for the next page go out while this one is parsed.
                 await trio.lowlevel.checkpoint()
+            messages.extend(page)
+            if on_page is not None:
+                await on_page(page)
 
         await self._each_page(url, params, parse)
         return await self._complete_attachments(mailbox, messages)

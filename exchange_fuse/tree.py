@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import operator
 import time
-from collections.abc import Callable, Container, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
@@ -43,6 +44,8 @@ from .mail import (
 log = logging.getLogger(__name__)
 
 ROOT_INODE = 1
+# Oldest first by (received time, message id, attachment order): who keeps the plain name.
+_LISTING_ORDER = operator.itemgetter(0, 1, 2)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -143,7 +146,11 @@ class ListingSource(Protocol):
     async def get_mailbox_root(self, mailbox: MailboxAddress) -> FolderRecord: ...
 
     async def list_messages(
-        self, mailbox: MailboxAddress, folder_id: FolderId
+        self,
+        mailbox: MailboxAddress,
+        folder_id: FolderId,
+        *,
+        on_page: Callable[[list[MessageRecord]], Awaitable[None]] | None = None,
     ) -> list[MessageRecord]: ...
 
 
@@ -321,8 +328,24 @@ class Namespace:
         async with lock:
             if directory.files is None:
                 assert directory.mailbox is not None and directory.folder is not None
-                messages = await self._source.list_messages(directory.mailbox, directory.folder.id)
-                self._apply_messages(directory, messages)
+                names: dict[tuple[str, str], tuple[AttachmentRecord, naming.EntryName, str]] = {}
+
+                async def name_page(page: list[MessageRecord]) -> None:
+                    # Named while the next page is on its way, not all after the last one.
+                    for message in page:
+                        for attachment in message.attachments:
+                            entry_name = self._entry_name(message, attachment)
+                            names[message.id, attachment.id] = (
+                                attachment,
+                                entry_name,
+                                entry_name.render(),
+                            )
+                        await trio.lowlevel.checkpoint()
+
+                messages = await self._source.list_messages(
+                    directory.mailbox, directory.folder.id, on_page=name_page
+                )
+                self._apply_messages(directory, messages, names)
                 log.debug(
                     "listed %s: %d messages, %d files",
                     self.path(directory),
@@ -345,7 +368,11 @@ class Namespace:
         return list(seen.values())
 
     def _apply_messages(
-        self, directory: DirectoryNode, messages: list[MessageRecord]
+        self,
+        directory: DirectoryNode,
+        messages: list[MessageRecord],
+        names: Mapping[tuple[str, str], tuple[AttachmentRecord, naming.EntryName, str]]
+        | None = None,
     ) -> tuple[list[FileNode], list[FileNode]]:
         assert directory.mailbox is not None
         mailbox = directory.mailbox
@@ -358,7 +385,7 @@ class Namespace:
                 if attachment.is_inline and not self.options.show_inline:
                     continue
                 wanted.append((message.received or _EPOCH, message.id, index, message, attachment))
-        wanted.sort(key=lambda item: (item[0], item[1], item[2]))
+        wanted.sort(key=_LISTING_ORDER)
 
         files: dict[str, FileNode] = {}
         taken = set(directory.subfolders)
@@ -368,22 +395,31 @@ class Namespace:
         # Attachments already shown keep their names; new ones are named afterwards, oldest
         # first, so a newcomer never takes a name away from an entry the kernel knows.
         for _, _, _, message, attachment in wanted:
-            key = (mailbox, message.id, attachment.id)
-            existing = old_by_key.pop(key, None)
+            existing = (
+                old_by_key.pop((mailbox, message.id, attachment.id), None) if old_by_key else None
+            )
             if existing is not None and existing.name not in taken:
                 existing.message = message
                 existing.attachment = attachment
                 files[existing.name] = existing
                 taken.add(existing.name)
                 continue
-            entry_name = self._entry_name(message, attachment)
-            plain = entry_name.render()
+            named = names.get((message.id, attachment.id)) if names else None
+            # A record completed after its page was named (an item attachment's type) is
+            # named again.
+            if named is not None and named[0] is attachment:
+                _, entry_name, plain = named
+            else:
+                entry_name = self._entry_name(message, attachment)
+                plain = entry_name.render()
             if not self._shown(plain):
                 continue
             fresh.append((entry_name, plain, message, attachment))
 
         self._release_retired(directory)
-        unavailable = _Either(taken, directory.retired)
+        unavailable: Container[str] = (
+            _Either(taken, directory.retired) if directory.retired else taken
+        )
         last_ordinals: dict[naming.EntryName, int] = {}
         for entry_name, plain, message, attachment in fresh:
             name = (

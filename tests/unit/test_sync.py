@@ -43,12 +43,12 @@ class FlakyGraph(RecordedMailbox):
         return graph.MessageDelta(records, (), f"after:{len(self.messages[folder_id])}")
 
     async def list_messages(
-        self, mailbox: MailboxAddress, folder_id: FolderId
+        self, mailbox: MailboxAddress, folder_id: FolderId, *, on_page: Any = None
     ) -> list[MessageRecord]:
         if self.fail_next_listing:
             self.fail_next_listing = False
             raise graph.ServiceUnavailableError("listing failed", status=503)
-        return await super().list_messages(mailbox, folder_id)
+        return await super().list_messages(mailbox, folder_id, on_page=on_page)
 
 
 class Forgetful:

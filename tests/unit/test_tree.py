@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -72,10 +73,19 @@ class RecordedMailbox(ListingSource):
         return [f for f in self.folders[mailbox] if include_hidden or not f.is_hidden]
 
     async def list_messages(
-        self, mailbox: MailboxAddress, folder_id: FolderId
+        self,
+        mailbox: MailboxAddress,
+        folder_id: FolderId,
+        *,
+        on_page: Callable[[list[MessageRecord]], Awaitable[None]] | None = None,
     ) -> list[MessageRecord]:
         self.listings += 1
-        return list(self.messages.get(folder_id, []))
+        messages = list(self.messages.get(folder_id, []))
+        # Two pages, as Graph would send a long listing.
+        for page in (messages[: len(messages) // 2], messages[len(messages) // 2 :]):
+            if on_page is not None:
+                await on_page(page)
+        return messages
 
 
 class Clock:
