@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import quote
 
 from tests.support.emulator import Emulator, running_emulator
+from tests.support.mount import fuse_mounted
 
 log = logging.getLogger(__name__)
 
@@ -157,18 +158,6 @@ def tree_bytes(root: Path) -> tuple[int, int]:
 
 
 # -- mounts -------------------------------------------------------------------------------
-
-
-def fuse_mounted(mountpoint: Path) -> bool:
-    target = os.path.realpath(mountpoint)
-    with open("/proc/self/mountinfo", encoding="utf-8") as mounts:
-        for line in mounts:
-            fields = line.split()
-            separator = fields.index("-")
-            path = fields[4].encode().decode("unicode_escape")
-            if path == target and fields[separator + 1].startswith("fuse"):
-                return True
-    return False
 
 
 @dataclass
