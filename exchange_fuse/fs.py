@@ -244,7 +244,9 @@ class MailFilesystem(pyfuse3.Operations):
 
     @_errors
     # pyfuse3 takes any contiguous buffer; a view of the mapped cache file saves a copy.
-    async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:  # type: ignore[override]
+    async def read(  # type: ignore[override]
+        self, fh: int, off: int, size: int
+    ) -> bytes | memoryview:
         handle = self._handles[fh]
         with trio.fail_after(self.options.operation_timeout):
             return await handle.read(off, size)

@@ -33,7 +33,8 @@ T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
 
 
 def folder(folder_id: str, name: str, parent: str = "root", **kw: object) -> FolderRecord:
-    return FolderRecord(FolderId(folder_id), FolderId(parent), name, **kw)  # type: ignore[arg-type]
+    parent_id = FolderId(parent)
+    return FolderRecord(FolderId(folder_id), parent_id, name, **kw)  # type: ignore[arg-type]
 
 
 def attachment(attachment_id: str, name: str | None, *, inline: bool = False) -> AttachmentRecord:
