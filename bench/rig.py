@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import quote
 
 from tests.support.emulator import Emulator, running_emulator
-from tests.support.mount import fuse_mounted
+from tests.support.mount import emulator_arguments, fuse_mounted
 
 log = logging.getLogger(__name__)
 
@@ -203,16 +203,10 @@ def mount_arguments(
     emulator: Emulator, mailbox: str, secret_file: Path, cache_dir: Path
 ) -> list[str]:
     """The options that point exchange-mount at the emulator, with the poller out of the way."""
-    secret_file.write_text(emulator.client_secret)
+    arguments = emulator_arguments(emulator, mailbox, secret_file)
     secret_file.chmod(0o600)
     return [
-        "--tenant", emulator.tenant_id,
-        "--client-id", emulator.client_id,
-        "--client-secret-file", str(secret_file),
-        "--mailbox", mailbox,
-        "--graph-url", emulator.graph_url,
-        "--authority-url", emulator.authority_url,
-        "--ca-bundle", emulator.ca_bundle,
+        *arguments,
         "--cache-dir", str(cache_dir),
         "--poll-interval", "3600",
         "--log-level", "warning",
